@@ -1,0 +1,31 @@
+# Two entry points, both idempotent: `make run` (the main job) and `make test`
+# (lint, format check, type check, the whole test suite). Each creates or
+# updates .venv/ in the repository root first.
+VENV   := .venv
+PY     := $(VENV)/bin/python
+STAMP  := $(VENV)/.acepilot-installed
+EXTRAS := build,train,bench,dev
+
+.PHONY: run test venv lint
+
+venv: $(STAMP)
+
+# torch first and pinned: this machine ships a CPU wheel of 2.13.0, and an
+# unpinned torch would pull a multi-GB CUDA build.
+$(STAMP): pyproject.toml Makefile
+	test -x $(PY) || python3 -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet torch==2.13.0
+	$(PY) -m pip install --quiet -e ".[$(EXTRAS)]"
+	touch $(STAMP)
+
+run: $(STAMP)
+	$(VENV)/bin/acepilot demo
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/mypy
+
+test: lint
+	$(VENV)/bin/pytest

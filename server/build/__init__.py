@@ -1,0 +1,4 @@
+"""Model build: a CodeGen checkpoint -> fused (and quantized) ONNX graph -> registry entry.
+
+Needs the `build` extra (torch, transformers, onnx); serving never imports this package.
+"""

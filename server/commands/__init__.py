@@ -1,0 +1,1 @@
+"""Sub-commands of `acepilot`, one module each."""

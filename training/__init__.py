@@ -1,0 +1,1 @@
+"""Acepilot's training side: corpora, fine-tuning, evaluation, gating, promotion."""
