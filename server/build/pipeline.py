@@ -115,7 +115,7 @@ def load_reference(checkpoint: Checkpoint) -> tuple[Any, Any]:
             "model build needs the build extra: pip install 'acepilot[build]'"
         ) from exc
     try:
-        model = CodeGenForCausalLM.from_pretrained(checkpoint.path, torch_dtype=torch.float32)
+        model = CodeGenForCausalLM.from_pretrained(checkpoint.path, dtype=torch.float32)
         tokenizer = AutoTokenizer.from_pretrained(checkpoint.path, use_fast=True)
     except (OSError, ValueError, RuntimeError) as exc:
         raise ModelSourceError(f"{checkpoint.path}: cannot load the checkpoint ({exc})") from None
