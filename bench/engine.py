@@ -247,7 +247,7 @@ def report(
     ]
     for variant, row in rows.items():
         weight_bytes = row.get("weight_bytes_per_token", fp32_bytes)
-        decode_floor_ms = weight_bytes / (bandwidth / 2) * 1000  # decode reads; copy moved 2x bytes
+        decode_floor_ms = weight_bytes / bandwidth * 1000  # bytes moved per second by a copy
         prefill_floor_ms = prefill_flops(shape, 512) / flops * 1000
         incremental = row.get("incremental_ms", row["cold_incremental_ms"])
         cells = [f"{row[f'prefill_{n}_ms']:.0f}" for n in args.prompt_lengths]

@@ -21,6 +21,7 @@ from server.errors import AcepilotError
 SERVER_COMMANDS = (
     "server.commands.model",
     "server.commands.complete",
+    "server.commands.serve",
 )
 
 

@@ -7,7 +7,7 @@ import argparse
 import importlib
 from typing import Any
 
-TRAINING_COMMANDS: tuple[str, ...] = ()
+TRAINING_COMMANDS: tuple[str, ...] = ("training.commands.train", "training.commands.demo")
 
 
 def register(subparsers: argparse._SubParsersAction[Any]) -> None:

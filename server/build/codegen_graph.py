@@ -22,6 +22,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import onnx
@@ -137,14 +138,14 @@ class CodeGenGraphBuilder:
         self.nodes: list[onnx.NodeProto] = []
         self.initializers: list[onnx.TensorProto] = []
         self.constants: dict[str, str] = {}
-        self.attention_attrs = {
+        self.attention_attrs: dict[str, Any] = {
             "num_heads": shape.n_head,  # query heads
             "kv_num_heads": shape.n_head,  # CodeGen is multi-head: as many KV heads
             "do_rotary": 1,  # rotary inside the kernel, positions from seqlens_k
             "rotary_interleaved": 1,  # GPT-J "rotate every two", not rotate-half
             "scale": 1.0 / float(np.sqrt(shape.head_dim)),
         }
-        self.layernorm_attrs = {"epsilon": shape.layer_norm_epsilon}
+        self.layernorm_attrs: dict[str, Any] = {"epsilon": shape.layer_norm_epsilon}
 
     # ---- op level -------------------------------------------------------------
 
@@ -166,12 +167,12 @@ class CodeGenGraphBuilder:
         return name
 
     def make_node(
-        self, op_type: str, inputs: list[str], name: str, outputs: int = 1, **attrs: object
+        self, op_type: str, inputs: list[str], name: str, outputs: int = 1, **attrs: Any
     ) -> list[str]:
         domain = MS_DOMAIN if op_type in _CONTRIB_OPS else ""
         output_names = [f"{name}/output_{i}" for i in range(outputs)]
         self.nodes.append(
-            helper.make_node(op_type, inputs, output_names, name=name, domain=domain, **attrs)
+            helper.make_node(op_type, inputs, output_names, name, None, domain, **attrs)
         )
         return output_names
 
@@ -328,7 +329,7 @@ class CodeGenGraphBuilder:
 
     def make_graph_proto(self) -> onnx.ModelProto:
         shape = self.shape
-        kv_shape = ["batch", shape.n_head, "max_length", shape.head_dim]
+        kv_shape: list[str | int | None] = ["batch", shape.n_head, "max_length", shape.head_dim]
         inputs = [
             helper.make_tensor_value_info("input_ids", TensorProto.INT64, ["batch", "sequence"]),
             helper.make_tensor_value_info("seqlens_k", TensorProto.INT32, ["batch"]),

@@ -1,0 +1,259 @@
+"""Open documents: text kept as lines, incremental edits, exact LSP positions.
+
+LSP positions are (line, character) where `character` counts code units of
+the negotiated position encoding: UTF-16 (the default: an astral-plane
+character such as an emoji counts 2), UTF-8 (bytes) or UTF-32 (code points).
+Line breaks are "\\n", "\\r\\n" and "\\r" only (not the other Unicode breaks
+that `str.splitlines` knows), as the specification says.
+
+A document is a list of lines, each holding its own line break (the last
+line has none), so an edit touches only the lines it spans: typing in a
+5,000-line file costs microseconds, not a copy of the file. A position past
+the end of a line means the end of that line, and a line past the end of the
+document means its end (what VS Code does); a position inside a UTF-16
+surrogate pair or a UTF-8 sequence rounds down to the character's start.
+Lone surrogates (JSON may carry "\\ud83d" alone) count as one UTF-16 unit.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+
+UTF8 = "utf-8"
+UTF16 = "utf-16"
+UTF32 = "utf-32"
+ENCODINGS = (UTF16, UTF8, UTF32)
+
+LINE_BREAK = re.compile(r"\r\n|\r|\n")
+MAX_DOCUMENT_CHARS = 64 << 20  # refuse to hold more: far beyond any source file
+
+
+class DocumentError(ValueError):
+    """An edit or a lookup that the document cannot honour (bad range, unknown URI)."""
+
+
+def split_lines(text: str) -> list[str]:
+    """Lines with their breaks kept; always at least one (possibly empty) last line."""
+    lines: list[str] = []
+    start = 0
+    for match in LINE_BREAK.finditer(text):
+        lines.append(text[start : match.end()])
+        start = match.end()
+    lines.append(text[start:])
+    return lines
+
+
+def line_content(line: str) -> str:
+    """A line without its line break."""
+    if line.endswith("\r\n"):
+        return line[:-2]
+    if line.endswith(("\n", "\r")):
+        return line[:-1]
+    return line
+
+
+def units_to_column(text: str, units: int, encoding: str) -> int:
+    """Code points of `text` covered by `units` code units (clamped, rounded down)."""
+    if units <= 0:
+        return 0
+    if encoding == UTF32 or text.isascii():
+        return min(units, len(text))
+    if encoding == UTF16:
+        data = text.encode("utf-16-le", "surrogatepass")
+        cut = min(2 * units, len(data))
+        if 2 <= cut < len(data):
+            before = int.from_bytes(data[cut - 2 : cut], "little")
+            after = int.from_bytes(data[cut : cut + 2], "little")
+            if 0xD800 <= before <= 0xDBFF and 0xDC00 <= after <= 0xDFFF:
+                cut -= 2  # inside a surrogate pair
+        return len(data[:cut].decode("utf-16-le", "surrogatepass"))
+    if encoding == UTF8:
+        data = text.encode("utf-8", "surrogatepass")
+        cut = min(units, len(data))
+        while 0 < cut < len(data) and data[cut] & 0xC0 == 0x80:
+            cut -= 1  # inside a multi-byte sequence
+        return len(data[:cut].decode("utf-8", "surrogatepass"))
+    raise DocumentError(f"unknown position encoding {encoding!r}")
+
+
+def column_to_units(text: str, column: int, encoding: str) -> int:
+    """Code units of `encoding` in the first `column` code points of `text`."""
+    column = max(0, min(column, len(text)))
+    if encoding == UTF32 or text.isascii():
+        return column
+    if encoding == UTF16:
+        return len(text[:column].encode("utf-16-le", "surrogatepass")) // 2
+    if encoding == UTF8:
+        return len(text[:column].encode("utf-8", "surrogatepass"))
+    raise DocumentError(f"unknown position encoding {encoding!r}")
+
+
+def units_length(text: str, encoding: str) -> int:
+    return column_to_units(text, len(text), encoding)
+
+
+@dataclass
+class Document:
+    """One open document: its lines, language and version (see the module docstring)."""
+
+    uri: str
+    language_id: str
+    version: int
+    lines: list[str]
+    encoding: str = UTF16
+    chars: int = 0
+    edits: int = 0  # edits applied since opening (typing-ahead checks it)
+    _text: str | None = field(default=None, repr=False)
+
+    @classmethod
+    def open(
+        cls, uri: str, language_id: str, version: int, text: str, encoding: str = UTF16
+    ) -> Document:
+        if encoding not in ENCODINGS:
+            raise DocumentError(f"unknown position encoding {encoding!r}")
+        if len(text) > MAX_DOCUMENT_CHARS:
+            raise DocumentError(f"document too large ({len(text)} characters)")
+        return cls(uri, language_id, version, split_lines(text), encoding, len(text))
+
+    @property
+    def text(self) -> str:
+        if self._text is None:
+            self._text = "".join(self.lines)
+        return self._text
+
+    @property
+    def line_count(self) -> int:
+        return len(self.lines)
+
+    def line(self, index: int) -> str:
+        """Line `index` without its break ('' past the end)."""
+        if 0 <= index < len(self.lines):
+            return line_content(self.lines[index])
+        return ""
+
+    def clamp(self, line: int, character: int) -> tuple[int, int]:
+        """An LSP position -> (line, code-point column), clamped into the document."""
+        if line < 0 or character < 0:
+            raise DocumentError(f"negative position ({line}, {character})")
+        if line >= len(self.lines):
+            last = len(self.lines) - 1
+            return last, len(line_content(self.lines[last]))
+        return line, units_to_column(line_content(self.lines[line]), character, self.encoding)
+
+    def to_units(self, line: int, column: int) -> int:
+        """A code-point column on `line` -> the client's `character`."""
+        return column_to_units(self.line(line), column, self.encoding)
+
+    def offset(self, line: int, column: int) -> int:
+        """Code-point offset in the whole text (O(line); tests and small documents)."""
+        return sum(len(text) for text in self.lines[:line]) + column
+
+    def apply(self, text: str, start: tuple[int, int] | None, end: tuple[int, int] | None) -> None:
+        """Replace the LSP range [start, end) (None: the whole document) by `text`."""
+        if start is None or end is None:
+            if len(text) > MAX_DOCUMENT_CHARS:
+                raise DocumentError(f"document too large ({len(text)} characters)")
+            self.lines = split_lines(text)
+            self.chars = len(text)
+            self._changed()
+            return
+        start_line, start_col = self.clamp(*start)
+        end_line, end_col = self.clamp(*end)
+        if (end_line, end_col) < (start_line, start_col):
+            raise DocumentError("range end is before its start")
+        removed = (
+            sum(len(line) for line in self.lines[start_line : end_line + 1])
+            - start_col
+            - (len(self.lines[end_line]) - end_col)
+        )
+        if self.chars - removed + len(text) > MAX_DOCUMENT_CHARS:
+            raise DocumentError("document too large")
+        # Re-split from one line before to one line after the edit: an edit can join
+        # a "\r" and a "\n" into one "\r\n" break (or split one), across line ends.
+        first = max(0, start_line - 1)
+        last = min(len(self.lines) - 1, end_line + 1)
+        head = "".join(self.lines[first:start_line]) + self.lines[start_line][:start_col]
+        tail = self.lines[end_line][end_col:] + "".join(self.lines[end_line + 1 : last + 1])
+        replacement = split_lines(head + text + tail)
+        if last < len(self.lines) - 1:
+            # The region's last line is untouched and ends with a break, so the split
+            # ends with an empty piece that is not a line (the next line follows).
+            replacement.pop()
+        self.lines[first : last + 1] = replacement
+        self.chars += len(text) - removed
+        self._changed()
+
+    def _changed(self) -> None:
+        self._text = None
+        self.edits += 1
+
+    def text_range(self, start: tuple[int, int], end: tuple[int, int]) -> str:
+        """Text between two (line, code-point column) positions."""
+        (start_line, start_col), (end_line, end_col) = start, end
+        if (end_line, end_col) <= (start_line, start_col):
+            return ""
+        if start_line == end_line:
+            return self.lines[start_line][start_col:end_col]
+        return (
+            self.lines[start_line][start_col:]
+            + "".join(self.lines[start_line + 1 : end_line])
+            + self.lines[end_line][:end_col]
+        )
+
+    def end(self) -> tuple[int, int]:
+        last = len(self.lines) - 1
+        return last, len(line_content(self.lines[last]))
+
+
+@dataclass(frozen=True)
+class Change:
+    """One content change: `range` None means the whole text (full sync)."""
+
+    text: str
+    start: tuple[int, int] | None = None
+    end: tuple[int, int] | None = None
+
+
+class DocumentStore:
+    """The open documents by URI, with the negotiated position encoding."""
+
+    def __init__(self, encoding: str = UTF16) -> None:
+        self.encoding = encoding
+        self._documents: dict[str, Document] = {}
+
+    def __len__(self) -> int:
+        return len(self._documents)
+
+    def __iter__(self) -> Iterator[Document]:
+        return iter(list(self._documents.values()))
+
+    def __contains__(self, uri: object) -> bool:
+        return uri in self._documents
+
+    def open(self, uri: str, language_id: str, version: int, text: str) -> Document:
+        document = Document.open(uri, language_id, version, text, self.encoding)
+        self._documents[uri] = document
+        return document
+
+    def get(self, uri: str) -> Document:
+        document = self._documents.get(uri)
+        if document is None:
+            raise DocumentError("unknown document (not opened with didOpen)")
+        return document
+
+    def find(self, uri: str) -> Document | None:
+        return self._documents.get(uri)
+
+    def change(self, uri: str, version: int | None, changes: Iterable[Change]) -> Document:
+        """Apply changes in order; a failing change leaves the earlier ones applied."""
+        document = self.get(uri)
+        for change in changes:
+            document.apply(change.text, change.start, change.end)
+        if version is not None:
+            document.version = version
+        return document
+
+    def close(self, uri: str) -> None:
+        self._documents.pop(uri, None)

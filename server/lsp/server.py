@@ -1,0 +1,660 @@
+"""The Acepilot language server: `textDocument/inlineCompletion` (and `completion`).
+
+One completion, as `AcepilotServer.complete` runs it:
+
+    document (incremental sync, negotiated position encoding)
+      -> typing-ahead: the user typed the start of the last shown completion?
+      -> snapshot of the lines around the cursor (on the loop: a few list slices)
+      -> prompt: header + neighbouring-tab snippets + prefix, to a token budget
+         (tokenizing runs on a worker thread)
+      -> LRU cache of model outputs, else debounce, then the backend
+         (local engine on its own thread, or remote HTTP), stopped early when the
+         block is complete, cancelled by a newer request or $/cancelRequest
+      -> post-processing -> InlineCompletionItem with an exact range
+
+Handlers stay small; state lives on `AcepilotServer`. The protocol subclass
+keeps documents in Acepilot's own store (pygls' workspace keeps no second copy)
+and answers malformed requests with InvalidParams instead of dropping them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import itertools
+import logging
+import re
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+from lsprotocol import types
+from pygls.capabilities import ServerCapabilitiesBuilder
+from pygls.lsp.server import LanguageServer
+from pygls.protocol import LanguageServerProtocol
+from pygls.protocol.language_server import lsp_method
+from pygls.uris import to_fs_path
+
+from server import __version__
+from server.errors import AcepilotError
+from server.lsp import config as settings
+from server.lsp.backends import Backend, BackendError, Request, Result, Ticket, load_backend
+from server.lsp.cache import LruCache, Shown, TypingAhead
+from server.lsp.config import Config, ConfigError
+from server.lsp.documents import Change, Document, DocumentError, DocumentStore, line_content
+from server.lsp.languages import language
+from server.lsp.postprocess import SINGLE, Context, cut_block, postprocess
+from server.lsp.prompt import (
+    QUERY_LINES,
+    WINDOW_STRIDE,
+    Neighbour,
+    Prompt,
+    PromptInput,
+    Snippet,
+    TokenCounter,
+    build_prompt,
+    select_snippets,
+)
+
+log = logging.getLogger(__name__)
+
+STATUS = "acepilot/status"  # server -> client notification: state, model, latencies
+STATS = "acepilot/stats"  # client -> server request: counters (bench/typing.py reads them)
+WORD_BEFORE = re.compile(r"[A-Za-z0-9_$]*$")
+CONTEXT_LINES = 8  # lines around the cursor given to post-processing
+MAX_NEIGHBOURS = 10  # other open documents searched for snippets
+MAX_SUFFIX_LINES = 64
+_ids = itertools.count(1)
+
+
+class Rejected:
+    """A message that could not be read; already answered (requests) or dropped."""
+
+    jsonrpc = "invalid"
+
+
+class AcepilotProtocol(LanguageServerProtocol):
+    """pygls' protocol with Acepilot's document store and strict-but-answering parsing."""
+
+    _server: AcepilotServer
+
+    @lsp_method(types.TEXT_DOCUMENT_DID_OPEN)
+    def lsp_text_document__did_open(self, params: types.DidOpenTextDocumentParams) -> None:
+        self._server.did_open(params)
+
+    @lsp_method(types.TEXT_DOCUMENT_DID_CHANGE)
+    def lsp_text_document__did_change(self, params: types.DidChangeTextDocumentParams) -> None:
+        self._server.did_change(params)
+
+    @lsp_method(types.TEXT_DOCUMENT_DID_CLOSE)
+    def lsp_text_document__did_close(self, params: types.DidCloseTextDocumentParams) -> None:
+        self._server.did_close(params)
+
+    def structure_message(self, data: dict[str, Any]) -> Any:
+        try:
+            return super().structure_message(data)
+        except Exception as exc:
+            if "id" in data and "method" in data:
+                # pygls would only log this: the client would wait for ever.
+                error = types.ResponseError(
+                    code=types.ErrorCodes.InvalidParams,
+                    message=f"invalid params for {str(data.get('method'))[:80]} ({type(exc.__cause__ or exc).__name__})",
+                )
+                self._send_response(data["id"], error=error)
+            log.warning("dropped a malformed %s message", str(data.get("method", "response"))[:80])
+            return Rejected()
+
+    def handle_message(self, message: Any) -> None:
+        if isinstance(message, Rejected):
+            return
+        super().handle_message(message)
+
+
+@dataclass
+class Stats:
+    requests: int = 0  # completion requests answered
+    typing_ahead: int = 0  # answered from the last shown completion
+    cache_hits: int = 0  # answered from the LRU cache
+    model_requests: int = 0  # reached the backend
+    cancelled: int = 0  # superseded or cancelled before an answer
+    empty: int = 0  # answered with nothing
+    prompt_tokens: int = 0  # summed over model requests
+    prefilled_tokens: int = 0  # prompt tokens not served from the KV cache
+    last_total_ms: float = 0.0
+    last_prefill_ms: float = 0.0
+    last_decode_ms: float = 0.0
+
+    def as_dict(self) -> dict[str, Any]:
+        return dict(self.__dict__)
+
+
+class AcepilotServer(LanguageServer):
+    """State: documents, configuration, backend, caches (see the module docstring)."""
+
+    def __init__(self) -> None:
+        super().__init__("acepilot", __version__, protocol_cls=AcepilotProtocol)
+        self.documents = DocumentStore()
+        self.config = Config()
+        self.backend: Backend | None = None
+        self.backend_error: str | None = None
+        self.backend_ready = asyncio.Event()
+        self._backend_generation = 0
+        self._loading: asyncio.Task[None] | None = None
+        self.tickets: dict[str, Ticket] = {}
+        self.ahead = TypingAhead()
+        self.cache = LruCache(256)
+        self.stats = Stats()
+        self.counter = TokenCounter()
+        self._neighbours: dict[str, tuple[int, Neighbour]] = {}
+        self._snippets: dict[str, tuple[Any, list[Snippet]]] = {}
+        self._cpu = concurrent.futures.ThreadPoolExecutor(2, thread_name_prefix="acepilot-prompt")
+        self._pending_messages: list[str] = []
+        self._background: set[asyncio.Future[None]] = set()
+
+    # ---- documents ---------------------------------------------------------
+
+    def did_open(self, params: types.DidOpenTextDocumentParams) -> None:
+        item = params.text_document
+        try:
+            self.documents.open(item.uri, item.language_id, item.version, item.text)
+        except DocumentError as exc:
+            log.warning("cannot open a document: %s", exc)
+
+    def did_change(self, params: types.DidChangeTextDocumentParams) -> None:
+        uri = params.text_document.uri
+        changes = [
+            Change(
+                c.text,
+                (c.range.start.line, c.range.start.character),
+                (c.range.end.line, c.range.end.character),
+            )
+            if isinstance(c, types.TextDocumentContentChangePartial)
+            else Change(c.text)
+            for c in params.content_changes
+        ]
+        try:
+            self.documents.change(uri, params.text_document.version, changes)
+        except DocumentError as exc:
+            log.warning("cannot apply a change (version %s): %s", params.text_document.version, exc)
+
+    def did_close(self, params: types.DidCloseTextDocumentParams) -> None:
+        uri = params.text_document.uri
+        self.documents.close(uri)
+        self.ahead.forget(uri)
+        self._neighbours.pop(uri, None)
+        self._snippets.pop(uri, None)
+        ticket = self.tickets.pop(uri, None)
+        if ticket is not None:
+            ticket.cancel()
+        if self.backend is not None:
+            task = asyncio.ensure_future(self.backend.drop_session(uri))
+            self._background.add(task)
+            task.add_done_callback(self._background.discard)
+
+    # ---- configuration -------------------------------------------------------
+
+    def apply_settings(self, raw: Any, source: str) -> bool:
+        """Validate and apply; on error show it, keep the old config, return False."""
+        try:
+            new = settings.update(self.config, settings.settings_section(raw))
+        except ConfigError as exc:
+            log.warning("invalid settings from %s: %s", source, exc)
+            self.show_error(f"Acepilot: invalid settings, keeping the previous ones: {exc}")
+            return False
+        reload = new.backend_key() != self.config.backend_key()
+        self.config = new
+        if reload and self._loading is not None:  # before `initialized`, loading starts there
+            self.start_loading()
+        return True
+
+    def show_error(self, message: str) -> None:
+        if self.protocol.writer is None:
+            self._pending_messages.append(message)
+            return
+        self.window_show_message(
+            types.ShowMessageParams(type=types.MessageType.Error, message=message)
+        )
+
+    async def pull_settings(self) -> None:
+        caps = self.client_capabilities.workspace
+        if caps is None or not caps.configuration:
+            return
+        try:
+            values = await self.workspace_configuration_async(
+                types.ConfigurationParams(items=[types.ConfigurationItem(section=settings.SECTION)])
+            )
+        except Exception as exc:  # the client may refuse: keep what we have
+            log.warning("workspace/configuration failed (%s)", type(exc).__name__)
+            return
+        if values and values[0] is not None:
+            self.apply_settings(values[0], "workspace/configuration")
+
+    # ---- backend ---------------------------------------------------------------
+
+    def start_loading(self) -> None:
+        self._backend_generation += 1
+        self.backend_ready.clear()
+        self._loading = asyncio.ensure_future(self._load(self._backend_generation, self.config))
+
+    async def _load(self, generation: int, config: Config) -> None:
+        old, self.backend = self.backend, None
+        self.backend_error = None
+        self.cache.clear()
+        if old is not None:
+            await old.close()
+        label = config.model or config.remote_url or "the default model"
+        if config.backend == "remote":
+            label = config.remote_model or config.remote_url or "remote"
+        self.send_status("loading", model=label)
+        token = await self._begin_progress(f"loading {label}")
+        loop = asyncio.get_running_loop()
+        backend: Backend | None = None
+        try:
+            backend = await loop.run_in_executor(None, load_backend, config)
+        except AcepilotError as exc:
+            self.backend_error = str(exc)
+        except Exception as exc:  # onnxruntime/tokenizers raise their own types
+            log.exception("loading the backend failed")
+            self.backend_error = f"cannot load the model ({type(exc).__name__}: {exc})"
+        if generation != self._backend_generation:  # settings changed meanwhile
+            if backend is not None:
+                await backend.close()
+            return
+        self.backend = backend
+        self.backend_ready.set()
+        self._end_progress(token, "ready" if backend else "failed")
+        if backend is None:
+            log.warning("backend not available: %s", self.backend_error)
+            self.send_status("error", model=label, message=self.backend_error)
+            self.show_error(f"Acepilot: {self.backend_error}")
+        else:
+            log.info("backend ready: %s %s on %s", backend.kind, backend.model, backend.device)
+            self.counter = TokenCounter(backend.count_tokens)
+            self.send_status("ready")
+
+    async def _begin_progress(self, message: str) -> str | None:
+        window = self.client_capabilities.window
+        if window is None or not window.work_done_progress:
+            return None
+        token = f"acepilot-load-{self._backend_generation}"
+        try:
+            await asyncio.wait_for(self.work_done_progress.create_async(token), 5)
+        except Exception:
+            return None
+        self.work_done_progress.begin(
+            token, types.WorkDoneProgressBegin(title="Acepilot", message=message, cancellable=False)
+        )
+        return token
+
+    def _end_progress(self, token: str | None, message: str) -> None:
+        if token is not None:
+            self.work_done_progress.end(token, types.WorkDoneProgressEnd(message=message))
+
+    def send_status(self, state: str, model: str | None = None, message: str | None = None) -> None:
+        backend = self.backend
+        self.protocol.notify(
+            STATUS,
+            {
+                "state": state,
+                "backend": backend.kind if backend else self.config.backend,
+                "model": backend.model if backend else model,
+                "device": backend.device if backend else None,
+                "message": message,
+                "latency": {
+                    "totalMs": round(self.stats.last_total_ms, 1),
+                    "prefillMs": round(self.stats.last_prefill_ms, 1),
+                    "decodeMs": round(self.stats.last_decode_ms, 1),
+                },
+            },
+        )
+
+    # ---- completion ------------------------------------------------------------
+
+    async def complete(
+        self, uri: str, position: types.Position
+    ) -> tuple[Document, int, int, str] | None:
+        """The completion at a position: (document, line, column, text) or None."""
+        request_id = next(_ids)
+        started = time.perf_counter()
+        document = self.documents.find(uri)
+        if document is None:
+            log.info("request %d: unknown document", request_id)
+            return None
+        if not self.config.enabled_for(document.language_id):
+            return None
+        line, column = document.clamp(position.line, position.character)
+        self.stats.requests += 1
+        rest = self.ahead.answer(document, line, column)
+        if rest:
+            self.stats.typing_ahead += 1
+            self.ahead.remember(document, line, column, rest)
+            return document, line, column, rest
+        previous = self.tickets.get(uri)
+        if previous is not None:
+            previous.cancel()  # a newer request for the same document
+        ticket = self.tickets[uri] = Ticket()
+        try:
+            return await self._complete(request_id, document, line, column, ticket, started)
+        except asyncio.CancelledError:
+            ticket.cancel()
+            self.stats.cancelled += 1
+            raise
+        finally:
+            if self.tickets.get(uri) is ticket:
+                del self.tickets[uri]
+
+    async def _complete(
+        self,
+        request_id: int,
+        document: Document,
+        line: int,
+        column: int,
+        ticket: Ticket,
+        started: float,
+    ) -> tuple[Document, int, int, str] | None:
+        if not self.backend_ready.is_set():
+            await self.backend_ready.wait()
+        backend = self.backend
+        if backend is None or ticket.cancelled:
+            return None
+        config = self.config
+        lang = language(document.language_id)
+        shown = Shown.capture(document, line, column)
+        edits = document.edits
+        data, context = self._snapshot(document, line, column, config)
+        neighbours = self._neighbour_snapshot(document)
+        count = self.counter
+        loop = asyncio.get_running_loop()
+
+        def build() -> Prompt:
+            snippets = self._choose_snippets(
+                document.uri, line, data, neighbours, config, count, lang
+            )
+            return build_prompt(
+                replace(data, snippets=snippets), config.context_tokens, count, backend.fim
+            )
+
+        prompt = await loop.run_in_executor(self._cpu, build)
+        single = context.mode == SINGLE
+        request = Request(
+            prompt.text,
+            config.max_new_tokens,
+            config.temperature,
+            config.top_p,
+            ("\n",) if single else (),
+            config.timeout_ms / 1000 if config.timeout_ms else None,
+            document.uri,
+        )
+        key = (
+            backend.model,
+            request.prompt,
+            request.max_new_tokens,
+            request.temperature,
+            request.top_p,
+            single,
+        )
+        raw = self.cache.get(key)
+        if raw is not None:
+            self.stats.cache_hits += 1
+        else:
+            if await ticket.wait(config.debounce_ms / 1000):
+                self.stats.cancelled += 1
+                return None
+            result = await self._generate(
+                backend, request, ticket, None if single else block_watch(context)
+            )
+            if result is None:
+                return None
+            raw = result.text
+            if result.finish_reason not in ("deadline", "cancelled") or not ticket.cancelled:
+                self.cache.put(key, raw)
+            self._record(result, started)
+        text = postprocess(raw, context)
+        log.info(
+            "request %d: %s, prompt %d tokens, %s in %.1f ms",
+            request_id,
+            context.mode,
+            prompt.tokens,
+            "no completion" if text is None else f"{len(text)} chars",
+            (time.perf_counter() - started) * 1000,
+        )
+        if text is None:
+            self.stats.empty += 1
+            return None
+        self.ahead.remember_shown(document.uri, replace(shown, text=text))
+        if self.documents.find(document.uri) is not document or document.edits != edits:
+            return None  # typed meanwhile: typing-ahead answers the next request
+        return document, line, column, text
+
+    async def _generate(
+        self,
+        backend: Backend,
+        request: Request,
+        ticket: Ticket,
+        watch: Callable[[str], bool] | None,
+    ) -> Result | None:
+        self.stats.model_requests += 1
+        try:
+            result = await backend.generate(request, ticket, watch)
+        except BackendError as exc:
+            log.warning("backend error: %s", exc)
+            self.send_status("error", message=str(exc))
+            return None
+        if ticket.cancelled:
+            self.stats.cancelled += 1
+            return None
+        return result
+
+    def _record(self, result: Result, started: float) -> None:
+        self.stats.prompt_tokens += result.prompt_tokens
+        self.stats.prefilled_tokens += result.prompt_tokens - result.reused_tokens
+        self.stats.last_total_ms = (time.perf_counter() - started) * 1000
+        self.stats.last_prefill_ms = result.prefill_ms
+        self.stats.last_decode_ms = result.decode_ms
+        self.send_status("ready")
+
+    def _snapshot(
+        self, document: Document, line: int, column: int, config: Config
+    ) -> tuple[PromptInput, Context]:
+        """Copies of the lines the prompt and post-processing need (cheap slices)."""
+        current = document.line(line)
+        first = max(0, line - config.context_tokens)  # every line costs at least one token
+        before = [line_content(text) for text in document.lines[first:line]]
+        after = [
+            line_content(text) for text in document.lines[line + 1 : line + 1 + MAX_SUFFIX_LINES]
+        ]
+        raw_line = document.lines[line]
+        eol = raw_line[len(current) :] or (
+            document.lines[line - 1][len(document.line(line - 1)) :] if line else ""
+        )
+        lang = language(document.language_id)
+        data = PromptInput(
+            self.relative_path(document.uri),
+            lang,
+            before,
+            first,
+            current[:column],
+            current[column:],
+            after,
+        )
+        context = Context(
+            lang,
+            current[:column],
+            current[column:],
+            before[-CONTEXT_LINES:],
+            after[:CONTEXT_LINES],
+            config.max_lines,
+            eol or "\n",
+        )
+        return data, context
+
+    def _neighbour_snapshot(self, document: Document) -> list[tuple[str, int, list[str] | None]]:
+        """Other open documents of the language: (uri, edits, lines to index or None if cached)."""
+        out = []
+        for other in self.documents:
+            if other.uri == document.uri or other.language_id != document.language_id:
+                continue
+            cached = self._neighbours.get(other.uri)
+            lines = None if cached and cached[0] == other.edits else list(other.lines)
+            out.append((other.uri, other.edits, lines))
+            if len(out) >= MAX_NEIGHBOURS:
+                break
+        return out
+
+    def _choose_snippets(
+        self,
+        uri: str,
+        line: int,
+        data: PromptInput,
+        neighbours: list[tuple[str, int, list[str] | None]],
+        config: Config,
+        count: Callable[[str], int],
+        lang: Any,
+    ) -> list[Snippet]:
+        """Runs on a worker thread. Cached per block of lines: the prompt head stays stable."""
+        if config.snippet_tokens <= 0 or not neighbours:
+            return []
+        indexed = []
+        for other_uri, edits, lines in neighbours:
+            cached = self._neighbours.get(other_uri)
+            if lines is not None or cached is None:
+                texts = [line_content(text) for text in (lines or [])]
+                cached = (
+                    edits,
+                    Neighbour.from_lines(other_uri, self.relative_path(other_uri), texts),
+                )
+                self._neighbours[other_uri] = cached
+            indexed.append(cached[1])
+        key = (
+            line // WINDOW_STRIDE,
+            tuple((n.uri, e) for n, (_, e, _) in zip(indexed, neighbours, strict=True)),
+        )
+        hit = self._snippets.get(uri)
+        if hit is not None and hit[0] == key:
+            return hit[1]
+        query = list(data.before[-QUERY_LINES:]) + [data.line_prefix]
+        chosen = select_snippets(query, indexed, config.snippet_tokens, count, lang, uri)
+        self._snippets[uri] = (key, chosen)
+        return chosen
+
+    def relative_path(self, uri: str) -> str:
+        path = to_fs_path(uri) or uri
+        roots: list[str] = []
+        try:
+            workspace = self.workspace
+            roots = [to_fs_path(folder.uri) or "" for folder in workspace.folders.values()]
+            roots.append(workspace.root_path or "")
+        except RuntimeError:  # not initialized
+            pass
+        best: str | None = None
+        for root in filter(None, roots):
+            inside = path == root or path.startswith(root.rstrip("/\\") + "/")
+            if inside and (best is None or len(root) > len(best)):
+                best = root
+        if best is not None:
+            return Path(path).relative_to(best).as_posix()
+        return Path(path).name or path
+
+
+def block_watch(context: Context) -> Callable[[str], bool]:
+    """True once the generated text holds a line past the end of the block: stop early."""
+
+    def watch(text: str) -> bool:
+        lines = text.split("\n")[:-1]  # complete lines only
+        if len(lines) < 2:
+            return False
+        if len(lines) > context.max_lines:
+            return True
+        while len(lines) > 1 and not lines[-1].strip():
+            lines.pop()
+        return len(cut_block(lines, context)) < len(lines)
+
+    return watch
+
+
+server = AcepilotServer()
+
+
+# ---- handlers: small, the pipeline is in AcepilotServer ------------------------
+
+
+@server.feature(types.INITIALIZE)
+def initialize(ls: AcepilotServer, params: types.InitializeParams) -> None:
+    encoding = ServerCapabilitiesBuilder.choose_position_encoding(params.capabilities)
+    ls.documents.encoding = str(getattr(encoding, "value", encoding))
+    if params.initialization_options is not None:
+        ls.apply_settings(params.initialization_options, "initializationOptions")
+
+
+@server.feature(types.INITIALIZED)
+async def initialized(ls: AcepilotServer, params: types.InitializedParams) -> None:
+    for message in ls._pending_messages:
+        ls.show_error(message)
+    ls._pending_messages.clear()
+    await ls.pull_settings()
+    ls.start_loading()
+
+
+@server.feature(types.WORKSPACE_DID_CHANGE_CONFIGURATION)
+async def did_change_configuration(
+    ls: AcepilotServer, params: types.DidChangeConfigurationParams
+) -> None:
+    raw = params.settings
+    if isinstance(raw, dict) and isinstance(raw.get(settings.SECTION), dict):
+        ls.apply_settings(raw, "didChangeConfiguration")
+    else:
+        await ls.pull_settings()  # the pull model: settings is null or not ours
+
+
+@server.feature(types.TEXT_DOCUMENT_INLINE_COMPLETION, types.InlineCompletionOptions())
+async def inline_completion(
+    ls: AcepilotServer, params: types.InlineCompletionParams
+) -> types.InlineCompletionList | None:
+    found = await ls.complete(params.text_document.uri, params.position)
+    if found is None:
+        return types.InlineCompletionList(items=[])
+    document, line, column, text = found
+    at = types.Position(line, document.to_units(line, column))
+    return types.InlineCompletionList(
+        items=[types.InlineCompletionItem(insert_text=text, range=types.Range(at, at))]
+    )
+
+
+@server.feature(types.TEXT_DOCUMENT_COMPLETION, types.CompletionOptions(resolve_provider=False))
+async def completion(ls: AcepilotServer, params: types.CompletionParams) -> types.CompletionList:
+    found = await ls.complete(params.text_document.uri, params.position)
+    if found is None:
+        return types.CompletionList(is_incomplete=True, items=[])
+    document, line, column, text = found
+    # The item replaces the word before the cursor, so that editors filter it by that word.
+    word = WORD_BEFORE.search(document.line(line)[:column])
+    typed = word.group(0) if word else ""
+    start = types.Position(line, document.to_units(line, column - len(typed)))
+    end = types.Position(line, document.to_units(line, column))
+    label = (typed + text.splitlines()[0] if text.splitlines() else typed + text)[
+        :80
+    ] or text.strip()[:80]
+    item = types.CompletionItem(
+        label=label,
+        kind=types.CompletionItemKind.Text,
+        detail="Acepilot",
+        filter_text=typed + text,
+        text_edit=types.TextEdit(types.Range(start, end), typed + text),
+        insert_text_format=types.InsertTextFormat.PlainText,
+    )
+    return types.CompletionList(is_incomplete=True, items=[item])
+
+
+@server.feature(STATS)
+def stats(ls: AcepilotServer, params: Any) -> dict[str, Any]:
+    return ls.stats.as_dict()
+
+
+@server.feature(types.SHUTDOWN)
+async def shutdown(ls: AcepilotServer, params: None) -> None:
+    for ticket in list(ls.tickets.values()):
+        ticket.cancel()
+    if ls.backend is not None:
+        await ls.backend.close()

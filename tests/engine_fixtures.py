@@ -1,0 +1,41 @@
+"""A registry entry built from the tiny trained checkpoint, shared by the engine tests.
+
+Import the fixtures into a test module (`from engine_fixtures import ...`).
+An imported fixture is a separate definition in each module, so the build is
+keyed on a fixed directory of the session's base temp dir: the first module
+builds it, the others find it there.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from server.build.pipeline import build_model
+from server.registry import ModelEntry, Registry
+
+TINY_NAME = "tiny"
+
+
+@pytest.fixture(scope="session")
+def built_tiny_registry(
+    trained_codegen_dir: Path, tmp_path_factory: pytest.TempPathFactory
+) -> Path:
+    """A registry holding `tiny` v1: the trained tiny CodeGen, fp32, parity enforced."""
+    root = tmp_path_factory.getbasetemp() / "engine-registry"
+    registry = Registry(root)
+    if not registry.versions(TINY_NAME):
+        build_model(
+            str(trained_codegen_dir),
+            precision="fp32",
+            registry=registry,
+            name=TINY_NAME,
+            progress=False,
+        )
+    return root
+
+
+@pytest.fixture(scope="session")
+def built_tiny_entry(built_tiny_registry: Path) -> ModelEntry:
+    return Registry(built_tiny_registry).resolve(TINY_NAME)
