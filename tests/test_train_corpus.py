@@ -7,6 +7,7 @@ from __future__ import annotations
 import argparse
 import gzip
 import json
+import os
 import random
 import subprocess
 from pathlib import Path
@@ -19,7 +20,10 @@ from training.corpus.build import CorpusConfig, build_corpus
 from training.corpus.sources import CorpusError
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
-EVAL_DATA = REPO_ROOT.parent / "shared" / "data" / "humaneval-x"
+# CI lays shared/ beside the clone; a developer checkout has it at the same place.
+EVAL_DATA = Path(
+    os.environ.get("ACEPILOT_HUMANEVAL_X", REPO_ROOT.parent / "shared" / "data" / "humaneval-x")
+)
 AWS_KEY = "AKIAIOSFODNN7EXAMPLE"
 PASSWORD = "s3cr3tP@ssw0rd123"
 KEY_BODY = "MIIEpAIBAAKCAQEAwJ8hZq3kV9yTq0ZyExampleKeyBodyLine"
