@@ -18,7 +18,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
 from server.lsp.languages import Language
@@ -63,30 +63,8 @@ def indent(line: str) -> int:
     return len(expanded) - len(expanded.lstrip(" "))
 
 
-def net_brackets(text: str) -> int:
-    """Opening minus closing brackets, outside string literals (a rough scanner)."""
-    depth = 0
-    quote = ""
-    escaped = False
-    for char in text:
-        if quote:
-            if escaped:
-                escaped = False
-            elif char == "\\":
-                escaped = True
-            elif char == quote:
-                quote = ""
-        elif char in QUOTES:
-            quote = char
-        elif char in OPEN:
-            depth += 1
-        elif char in CLOSE:
-            depth -= 1
-    return depth
-
-
-def cut_at_unopened_close(text: str) -> str:
-    """Text up to the first closing bracket that closes something opened before it."""
+def bracket_depths(text: str) -> Iterator[tuple[int, int]]:
+    """(index, depth after it) for each bracket outside string literals (a rough scanner)."""
     depth = 0
     quote = ""
     escaped = False
@@ -102,10 +80,25 @@ def cut_at_unopened_close(text: str) -> str:
             quote = char
         elif char in OPEN:
             depth += 1
+            yield index, depth
         elif char in CLOSE:
             depth -= 1
-            if depth < 0:
-                return text[:index]
+            yield index, depth
+
+
+def net_brackets(text: str) -> int:
+    """Opening minus closing brackets, outside string literals."""
+    depth = 0
+    for _, depth in bracket_depths(text):  # noqa: B007 - the last depth is the answer
+        pass
+    return depth
+
+
+def cut_at_unopened_close(text: str) -> str:
+    """Text up to the first closing bracket that closes something opened before it."""
+    for index, depth in bracket_depths(text):
+        if depth < 0:
+            return text[:index]
     return text
 
 
