@@ -4,9 +4,9 @@
 VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.acepilot-installed
-EXTRAS := build,train,bench,dev
+EXTRAS := build,train,bench,dev,team,eval
 
-.PHONY: run test venv lint
+.PHONY: run test venv lint system-deps
 
 venv: $(STAMP)
 
@@ -27,5 +27,10 @@ lint: $(STAMP)
 	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/mypy
 
-test: lint
+# Chromium/ripgrep for the VS Code end-to-end test, Go/OpenSSL for HumanEval-X,
+# nginx for the scale-out test: installed when missing and we may (root/sudo).
+system-deps:
+	bash scripts/install-system-deps.sh
+
+test: lint system-deps
 	$(VENV)/bin/pytest
