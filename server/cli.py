@@ -22,6 +22,7 @@ SERVER_COMMANDS = (
     "server.commands.model",
     "server.commands.complete",
     "server.commands.serve",
+    "server.commands.team_server",
 )
 
 

@@ -7,7 +7,15 @@ import argparse
 import importlib
 from typing import Any
 
-TRAINING_COMMANDS: tuple[str, ...] = ("training.commands.train", "training.commands.demo")
+TRAINING_COMMANDS: tuple[str, ...] = (
+    "training.commands.train",
+    "training.commands.demo",
+    "training.commands.bootstrap",
+    "training.commands.eval",
+    "training.commands.gate",
+    "training.commands.promote",
+    "training.commands.pipeline",
+)
 
 
 def register(subparsers: argparse._SubParsersAction[Any]) -> None:

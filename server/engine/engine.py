@@ -128,6 +128,7 @@ class Engine:
         kv_memory: int = DEFAULT_KV_MEMORY,
         verify: bool = True,
         warmup: bool = True,
+        device: str | None = None,
     ) -> Engine:
         """Check the entry's files (sha256), open the graph and the tokenizer.
 
@@ -136,6 +137,8 @@ class Engine:
         and onnxruntime has it; otherwise the CPU provider (with a warning).
         `warmup` runs the graph once, so the user's first completion does not
         pay onnxruntime's first-run costs (~0.5 s for 350M int4 here).
+        `device` overrides the manifest: "cpu" forces the CPU provider, "cuda"
+        requires the CUDA provider (an error without it); None follows the manifest.
         """
         import onnxruntime as ort
         from tokenizers import Tokenizer
@@ -148,9 +151,16 @@ class Engine:
         options.intra_op_num_threads = threads or available_cores()
         options.inter_op_num_threads = 1
         options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+        if device not in (None, "cpu", "cuda"):
+            raise ValueError(f"device must be cpu or cuda, got {device!r}")
+        if device == "cuda" and "CUDAExecutionProvider" not in ort.get_available_providers():
+            raise RegistryError(
+                "--device cuda: this onnxruntime has no CUDA provider (install acepilot[gpu])"
+            )
+        wanted = device or entry.manifest.get("device")
         device = "cpu"
         providers: list[str] = ["CPUExecutionProvider"]
-        if entry.manifest.get("device") == "cuda":
+        if wanted == "cuda":
             if "CUDAExecutionProvider" in ort.get_available_providers():
                 providers.insert(0, "CUDAExecutionProvider")
                 device = "cuda"

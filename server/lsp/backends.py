@@ -7,9 +7,11 @@ ticket is cancelled (a newer request for the document, `$/cancelRequest`).
   `Engine.generate` blocks, so it runs on a dedicated worker thread, never on
   the event loop; the ticket's threading.Event stops it within one token; one
   engine session per document keeps its KV cache across keystrokes.
-- `RemoteBackend`: POST {url}/completions (OpenAI completions API: vLLM,
+- `RemoteBackend`: POST {base}/v1/completions (OpenAI completions API: vLLM,
   llama.cpp, TGI, Ollama, Acepilot's team server) with a bearer token,
-  through httpx's async client; cancelling the ticket abandons the request.
+  through one keep-alive httpx client, streamed (server-sent events);
+  cancelling the ticket closes the stream. The API's `suffix` (FIM) is sent
+  only when the model supports it (`remoteFim`, or GET /v1/models says so).
 
 Neither logs prompts or completions.
 """
@@ -18,12 +20,14 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import contextlib
+import json
 import logging
 import os
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from server.errors import AcepilotError
@@ -34,7 +38,16 @@ log = logging.getLogger(__name__)
 
 
 class BackendError(AcepilotError):
-    """The backend cannot complete (model missing, server unreachable, bad answer)."""
+    """The backend cannot complete (model missing, server unreachable, bad answer).
+
+    `kind` groups errors for the user: "unreachable" (no connection), "unauthorized"
+    (HTTP 401/403: the token), "error" (anything else). The server tells the user
+    once per kind, not once per keystroke.
+    """
+
+    def __init__(self, message: str, kind: str = "error") -> None:
+        super().__init__(message)
+        self.kind = kind
 
 
 class Ticket:
@@ -46,6 +59,10 @@ class Ticket:
         self.stop = threading.Event()
         self._cancelled = False
         self._async = asyncio.Event()
+        # For stats: time spent waiting (model load, debounce, the backend), and
+        # whether the request went through prompt building (else no overhead to count).
+        self.waited_ms = 0.0
+        self.prompt_built = False
 
     @property
     def cancelled(self) -> bool:
@@ -75,7 +92,8 @@ class Request:
     top_p: float = 1.0
     stop: tuple[str, ...] = ()
     deadline: float | None = None  # seconds
-    session: str | None = None  # the document: KV reuse across keystrokes
+    session: str | None = None  # the document: KV reuse across keystrokes (None: cold)
+    suffix: str | None = None  # remote FIM: the API's `suffix` field
 
 
 @dataclass(frozen=True)
@@ -86,15 +104,27 @@ class Result:
     reused_tokens: int = 0
     prefill_ms: float = 0.0
     decode_ms: float = 0.0
+    generated_tokens: int = 0
+
+
+Observer = Callable[[Result], None]
 
 
 class Backend(Protocol):
     kind: str  # "local" or "remote"
     model: str  # what the status bar shows
     device: str
-    fim: Fim | None
+    fim: Fim | None  # FIM special tokens written into the prompt (local models)
+    suffix_field: bool  # FIM through the API's `suffix` field (remote)
+    in_flight_tokens: int  # pieces streamed by the generation in progress (stats)
+    # Called on the event loop with every generation's Result, also one that was
+    # cancelled or abandoned by its request (the tokens it cost still count).
+    observer: Observer | None
 
     def count_tokens(self, text: str) -> int: ...
+
+    async def prepare(self) -> None:
+        """Learn what the backend supports (remote: GET /v1/models); cheap once done."""
 
     async def generate(
         self, request: Request, ticket: Ticket, watch: Callable[[str], bool] | None = None
@@ -112,12 +142,15 @@ class LocalBackend:
     """The engine in this process, on one worker thread (see the module docstring)."""
 
     kind = "local"
+    suffix_field = False
 
     def __init__(self, engine: Any) -> None:
         self.engine = engine
         self.model = f"{engine.entry.name} {engine.entry.version}"
         self.device = str(getattr(engine, "device", "cpu"))
         self.fim = Fim.from_manifest(engine.entry.manifest.get("tokenizer", {}).get("fim"))
+        self.in_flight_tokens = 0
+        self.observer: Observer | None = None
         self._executor = concurrent.futures.ThreadPoolExecutor(
             1, thread_name_prefix="acepilot-engine"
         )
@@ -136,6 +169,9 @@ class LocalBackend:
     def count_tokens(self, text: str) -> int:
         return len(self.engine.tokenizer.encode(text, add_special_tokens=False).ids)
 
+    async def prepare(self) -> None:
+        return None
+
     async def generate(
         self, request: Request, ticket: Ticket, watch: Callable[[str], bool] | None = None
     ) -> Result:
@@ -148,39 +184,46 @@ class LocalBackend:
             stop=request.stop,
             deadline=request.deadline,
         )
-        on_token = None
-        if watch is not None:
-            pieces: list[str] = []
+        pieces: list[str] = []
 
-            def on_token(delta: str) -> None:
-                pieces.append(delta)
-                if watch("".join(pieces)):
-                    ticket.stop.set()  # enough text: stop like a cancel, keep the text
+        def on_token(delta: str) -> None:  # on the engine's thread
+            pieces.append(delta)
+            self.in_flight_tokens = len(pieces)
+            if watch is not None and watch("".join(pieces)):
+                ticket.stop.set()  # enough text: stop like a cancel, keep the text
+
+        def run() -> Any:
+            self.in_flight_tokens = 0
+            try:
+                return self.engine.generate(
+                    request.prompt,
+                    params,
+                    session=request.session,
+                    cancel=ticket.stop,
+                    on_token=on_token,
+                )
+            finally:
+                self.in_flight_tokens = 0
 
         loop = asyncio.get_running_loop()
-        future = loop.run_in_executor(
-            self._executor,
-            lambda: self.engine.generate(
-                request.prompt,
-                params,
-                session=request.session,
-                cancel=ticket.stop,
-                on_token=on_token,
-            ),
-        )
+        job = self._executor.submit(run)
+        # Report every generation, also one whose request was cancelled meanwhile:
+        # the thread finishes it (within a token) after the request is gone.
+        job.add_done_callback(lambda done: self._report(loop, done))
         try:
-            generation = await future
+            generation = await asyncio.wrap_future(job)
         except asyncio.CancelledError:
             ticket.cancel()  # the thread stops within one token
             raise
-        return Result(
-            generation.text,
-            generation.finish_reason,
-            generation.prompt_tokens,
-            generation.reused_tokens,
-            generation.prefill_ms,
-            generation.decode_ms,
-        )
+        return result_of(generation)
+
+    def _report(self, loop: asyncio.AbstractEventLoop, job: concurrent.futures.Future[Any]) -> None:
+        observer = self.observer
+        if observer is None or job.cancelled() or job.exception() is not None:
+            return
+        result = result_of(job.result())
+        with contextlib.suppress(RuntimeError):  # a closed loop: the server is exiting
+            loop.call_soon_threadsafe(observer, result)
 
     async def drop_session(self, session: str) -> None:
         loop = asyncio.get_running_loop()
@@ -188,6 +231,19 @@ class LocalBackend:
 
     async def close(self) -> None:
         self._executor.shutdown(wait=False, cancel_futures=True)
+
+
+def result_of(generation: Any) -> Result:
+    """The engine's Generation as a backend Result."""
+    return Result(
+        generation.text,
+        generation.finish_reason,
+        generation.prompt_tokens,
+        generation.reused_tokens,
+        generation.prefill_ms,
+        generation.decode_ms,
+        len(generation.token_ids),
+    )
 
 
 def only_model(registry: Any) -> str:
@@ -207,25 +263,32 @@ def only_model(registry: Any) -> str:
 # ---- remote ------------------------------------------------------------------
 
 
-def completions_url(url: str) -> str:
-    """http://host:8000 or .../v1 or .../v1/completions -> the completions endpoint."""
+def base_url(url: str) -> str:
+    """http://host:8000, .../v1 or .../v1/completions -> http://host:8000 (the API's root)."""
     url = url.rstrip("/")
     if url.endswith("/completions"):
-        return url
+        url = url[: -len("/completions")]
     if url.endswith("/v1"):
-        return url + "/completions"
-    return url + "/v1/completions"
+        url = url[: -len("/v1")]
+    return url
 
 
-def build_body(request: Request, model: str | None) -> dict[str, Any]:
+def completions_url(url: str) -> str:
+    """http://host:8000 or .../v1 or .../v1/completions -> the completions endpoint."""
+    return base_url(url) + "/v1/completions"
+
+
+def build_body(request: Request, model: str | None, suffix: bool = False) -> dict[str, Any]:
     body: dict[str, Any] = {
         "prompt": request.prompt,
         "max_tokens": request.max_new_tokens,
         "temperature": request.temperature,
         "top_p": request.top_p,
         "n": 1,
-        "stream": False,
+        "stream": True,
     }
+    if suffix and request.suffix is not None:
+        body["suffix"] = request.suffix
     if request.stop:
         body["stop"] = list(request.stop)[:4]  # the OpenAI API allows at most 4
     if model:
@@ -248,28 +311,115 @@ def parse_response(data: Any) -> tuple[str, str, int]:
     return text, str(reason), prompt_tokens if isinstance(prompt_tokens, int) else 0
 
 
+def parse_event(line: str) -> Any:
+    """The JSON of one server-sent-events `data:` line; None for other lines, DONE at the end."""
+    if not line.startswith("data:"):
+        return None  # blank separators, comments (": keep-alive"), `event:` lines
+    payload = line[5:].strip()
+    if payload == "[DONE]":
+        return DONE
+    try:
+        return json.loads(payload)
+    except ValueError:
+        raise BackendError("the remote backend sent an event that is not JSON") from None
+
+
+DONE = object()
+
+
+def model_supports_fim(data: Any, model: str | None) -> bool:
+    """From GET /v1/models: the entry of `model` (else the first) says `"acepilot": {"fim": true}`."""
+    entries = data.get("data") if isinstance(data, dict) else None
+    if not isinstance(entries, list):
+        return False
+    entries = [entry for entry in entries if isinstance(entry, dict)]
+    chosen = [entry for entry in entries if model and entry.get("id") == model] or entries[:1]
+    if not chosen:
+        return False
+    extra = chosen[0].get("acepilot")
+    return isinstance(extra, dict) and extra.get("fim") is True
+
+
 class RemoteBackend:
-    """An OpenAI-compatible completions endpoint over HTTP (see the module docstring)."""
+    """An OpenAI-compatible completions endpoint over HTTP (see the module docstring).
+
+    One `httpx.AsyncClient` for the backend's life: its connection pool keeps
+    the TCP (and TLS) connection alive across keystrokes. Answers are streamed
+    (`stream: true`, server-sent events); cancelling the ticket, or the block
+    being complete, closes the stream, which closes the connection and tells
+    the server to stop generating.
+    """
 
     kind = "remote"
     device = "remote"
     fim: Fim | None = None
+    PROBE_RETRY_S = 30.0
 
     def __init__(self, config: Config) -> None:
         import httpx
 
         assert config.remote_url is not None
-        self.url = completions_url(config.remote_url)
-        self.model = config.remote_model or self.url
+        self.base = base_url(config.remote_url)
+        self.url = self.base + "/v1/completions"
+        self.telemetry_url = self.base + "/v1/telemetry"
+        self.model = config.remote_model or self.base
         self.model_field = config.remote_model
+        self.fim_mode = config.remote_fim
+        self.suffix_field = config.remote_fim == "on"
+        self._probed = config.remote_fim != "auto"
+        self._probe_at = -self.PROBE_RETRY_S
+        self.in_flight_tokens = 0
+        self.observer: Observer | None = None
         headers = {"User-Agent": "acepilot-lsp"}
         if config.remote_token:
             headers["Authorization"] = f"Bearer {config.remote_token}"
         timeout = config.timeout_ms / 1000 if config.timeout_ms else None
-        self._client = httpx.AsyncClient(headers=headers, timeout=timeout)
+        self._client = httpx.AsyncClient(
+            headers=headers,
+            timeout=httpx.Timeout(timeout, connect=min(timeout or 5.0, 5.0)),
+            limits=httpx.Limits(max_keepalive_connections=4, keepalive_expiry=120),
+        )
 
     def count_tokens(self, text: str) -> int:
         return estimate_tokens(text)
+
+    async def prepare(self) -> None:
+        """fim "auto": GET /v1/models once (again after PROBE_RETRY_S if it failed)."""
+        if self._probed or time.monotonic() - self._probe_at < self.PROBE_RETRY_S:
+            return
+        self._probe_at = time.monotonic()
+        data = await self._get_json(self.base + "/v1/models")
+        self.suffix_field = model_supports_fim(data, self.model_field)
+        self._probed = True
+        log.info("remote model %s fill-in-the-middle", "supports" if self.suffix_field else "lacks")
+
+    async def _get_json(self, url: str) -> Any:
+        import httpx
+
+        try:
+            response = await self._client.get(url)
+        except httpx.HTTPError as exc:
+            raise self._transport_error(exc) from None
+        self._check_status(response.status_code)
+        try:
+            return response.json()
+        except ValueError:
+            raise BackendError("the remote backend's answer is not JSON") from None
+
+    def _transport_error(self, exc: Exception) -> BackendError:
+        return BackendError(
+            f"cannot reach the remote backend {self.base} ({type(exc).__name__})", "unreachable"
+        )
+
+    @staticmethod
+    def _check_status(status: int) -> None:
+        if status in (401, 403):
+            raise BackendError(
+                f"the remote backend refused the token (HTTP {status}): check acepilot.remoteToken",
+                "unauthorized",
+            )
+        if status != 200:
+            raise BackendError(f"the remote backend answered HTTP {status}")
 
     async def generate(
         self, request: Request, ticket: Ticket, watch: Callable[[str], bool] | None = None
@@ -277,45 +427,125 @@ class RemoteBackend:
         import httpx
 
         started = time.perf_counter()
-        post = asyncio.ensure_future(
-            self._client.post(self.url, json=build_body(request, self.model_field))
-        )
+        state = _Stream()
+        body = build_body(request, self.model_field, self.suffix_field)
+        reading = asyncio.ensure_future(self._stream(body, state, watch))
         stop = asyncio.ensure_future(ticket.wait(None))
+        interrupted: asyncio.CancelledError | None = None
         try:
-            await asyncio.wait({post, stop}, return_when=asyncio.FIRST_COMPLETED)
+            await asyncio.wait(
+                {reading, stop}, timeout=request.deadline, return_when=asyncio.FIRST_COMPLETED
+            )
+        except asyncio.CancelledError as exc:  # the request's task: $/cancelRequest
+            interrupted = exc
+            ticket.cancel()
         finally:
             stop.cancel()
-            if not post.done():
-                post.cancel()
-        if not post.done() or post.cancelled():
-            return Result("", "cancelled")
-        try:
-            response = post.result()
-        except httpx.TimeoutException:
-            return Result("", "deadline")
-        except httpx.HTTPError as exc:
-            raise BackendError(
-                f"cannot reach the remote backend {self.url} ({type(exc).__name__})"
-            ) from None
-        if response.status_code in (401, 403):
-            raise BackendError(
-                f"the remote backend refused the token (HTTP {response.status_code})"
-            )
-        if response.status_code != 200:
-            raise BackendError(f"the remote backend answered HTTP {response.status_code}")
-        try:
-            data = response.json()
-        except ValueError:
-            raise BackendError("the remote backend's answer is not JSON") from None
-        text, reason, prompt_tokens = parse_response(data)
+            if not reading.done():
+                reading.cancel()  # leaving `stream()` closes the response and its connection
+                await asyncio.gather(reading, return_exceptions=True)
+            self.in_flight_tokens = 0
         elapsed = (time.perf_counter() - started) * 1000
-        return Result(text, reason, prompt_tokens, 0, 0.0, elapsed)
+        if reading.cancelled():
+            reason = "cancelled" if ticket.cancelled else "deadline"
+        else:
+            failure = reading.exception()
+            if isinstance(failure, httpx.TimeoutException) and not isinstance(
+                failure, httpx.ConnectTimeout
+            ):
+                reason = "deadline"
+            elif isinstance(failure, httpx.HTTPError):
+                raise self._transport_error(failure)
+            elif failure is not None:
+                raise failure
+            else:
+                reason = state.reason
+        result = Result(
+            "".join(state.pieces),
+            reason,
+            state.prompt_tokens,
+            0,
+            0.0,
+            elapsed,
+            state.tokens,
+        )
+        if self.observer is not None:
+            self.observer(result)
+        if interrupted is not None:
+            raise interrupted
+        return result
+
+    async def _stream(
+        self, body: dict[str, Any], state: _Stream, watch: Callable[[str], bool] | None
+    ) -> None:
+        async with self._client.stream("POST", self.url, json=body) as response:
+            self._check_status(response.status_code)
+            if "text/event-stream" not in response.headers.get("content-type", ""):
+                # A server that ignores `stream`: one JSON answer.
+                try:
+                    data = json.loads(await response.aread())
+                except ValueError:
+                    raise BackendError("the remote backend's answer is not JSON") from None
+                text, state.reason, state.prompt_tokens = parse_response(data)
+                state.pieces.append(text)
+                state.tokens += 1
+                return
+            done = False
+            async for line in response.aiter_lines():
+                # After [DONE], read on to the end of the body (the server ends it at
+                # once): a response read to its end keeps its connection in the pool.
+                event = None if done else parse_event(line)
+                if event is DONE:
+                    done = True
+                if event is None or event is DONE:
+                    continue
+                text, reason, prompt_tokens = parse_chunk(event)
+                if prompt_tokens:
+                    state.prompt_tokens = prompt_tokens
+                if text:
+                    state.pieces.append(text)
+                    state.tokens += 1
+                    self.in_flight_tokens = state.tokens
+                if reason:
+                    state.reason = reason
+                if watch is not None and text and watch("".join(state.pieces)):
+                    state.reason = "stop"
+                    return  # the block is complete: closing the stream stops the server
 
     async def drop_session(self, session: str) -> None:
         return None
 
     async def close(self) -> None:
         await self._client.aclose()
+
+
+@dataclass
+class _Stream:
+    """What a streamed answer delivered so far (kept when the stream is cut)."""
+
+    pieces: list[str] = field(default_factory=list)
+    reason: str = "stop"
+    prompt_tokens: int = 0
+    tokens: int = 0  # chunks with text (servers stream about one token per chunk)
+
+
+def parse_chunk(data: Any) -> tuple[str, str | None, int]:
+    """(text, finish_reason, prompt_tokens) of one streamed chunk; usage may come alone."""
+    if not isinstance(data, dict):
+        raise BackendError("the remote backend's event is not an OpenAI completion chunk")
+    usage = data.get("usage")
+    prompt_tokens = usage.get("prompt_tokens", 0) if isinstance(usage, dict) else 0
+    prompt_tokens = prompt_tokens if isinstance(prompt_tokens, int) else 0
+    choices = data.get("choices")
+    if not choices:
+        return "", None, prompt_tokens  # a usage-only chunk
+    if not isinstance(choices, list) or not isinstance(choices[0], dict):
+        raise BackendError("the remote backend's event is not an OpenAI completion chunk")
+    text = choices[0].get("text", "")
+    if not isinstance(text, str):
+        raise BackendError("the remote backend's event is not an OpenAI completion chunk")
+    reason = choices[0].get("finish_reason")
+    return text, str(reason) if reason else None, prompt_tokens
 
 
 def load_backend(config: Config) -> Backend:

@@ -9,7 +9,9 @@ configuration: an update applies completely or not at all.
 Keys are camelCase as in VS Code's settings (`acepilot.maxNewTokens`); an
 update overlays the current configuration, and null restores a default.
 Unknown keys are ignored (a newer client may send settings this server does
-not know).
+not know). The remote settings may also come nested, as VS Code writes
+`acepilot.remote.fim`: `{"remote": {"url", "token", "model", "fim"}}` is the
+same as `remoteUrl`, `remoteToken`, `remoteModel`, `remoteFim`.
 """
 
 from __future__ import annotations
@@ -23,6 +25,15 @@ from urllib.parse import urlsplit
 
 SECTION = "acepilot"
 BACKENDS = ("local", "remote")
+FIM_MODES = ("auto", "on", "off")
+NESTED = {
+    "remote": {
+        "url": "remoteUrl",
+        "token": "remoteToken",
+        "model": "remoteModel",
+        "fim": "remoteFim",
+    }
+}
 DEFAULT_DISABLED = {"plaintext": False, "markdown": False, "scminput": False}
 
 
@@ -45,6 +56,9 @@ class Config:
     remote_url: str | None = None  # e.g. http://gpu-box:8000/v1
     remote_token: str | None = field(default=None, repr=False)  # bearer token; never logged
     remote_model: str | None = None  # the "model" field of remote requests
+    remote_fim: str = "auto"  # send `suffix`: "auto" (GET /v1/models says), "on", "off"
+    telemetry: bool = True  # forward shown/accepted counts to the remote (team) server
+    kv_reuse: bool = True  # local engine: one KV cache per document (off: every prompt cold)
     max_new_tokens: int = 64
     temperature: float = 0.0  # 0 is greedy
     top_p: float = 1.0
@@ -69,6 +83,8 @@ class Config:
             self.remote_url,
             self.remote_token,
             self.remote_model,
+            self.remote_fim,
+            self.telemetry,
         )
 
     def public(self) -> dict[str, Any]:
@@ -131,6 +147,12 @@ def _backend(value: Any) -> str:
     return str(value)
 
 
+def _fim(value: Any) -> str:
+    if value not in FIM_MODES:
+        raise ValueError(f"must be one of {', '.join(FIM_MODES)}, got {_show(value)}")
+    return str(value)
+
+
 def _url(value: Any) -> str:
     text: str = _text()(value)
     parts = urlsplit(text.strip())
@@ -167,6 +189,9 @@ CHECKS: dict[str, tuple[str, Any]] = {
     "remoteUrl": ("remote_url", _url),
     "remoteToken": ("remote_token", _token),
     "remoteModel": ("remote_model", _text(256)),
+    "remoteFim": ("remote_fim", _fim),
+    "telemetry": ("telemetry", _bool),
+    "kvReuse": ("kv_reuse", _bool),
     "maxNewTokens": ("max_new_tokens", _int_range(1, 2048)),
     "temperature": ("temperature", _float_range(0.0, 2.0)),
     "topP": ("top_p", _float_range(0.0, 1.0, open_low=True)),
@@ -200,12 +225,25 @@ def settings_section(raw: Any) -> Any:
     return raw
 
 
+def flatten(raw: Mapping[str, Any]) -> dict[str, Any]:
+    """`{"remote": {"fim": "on"}}` -> `{"remoteFim": "on"}` (see the module docstring)."""
+    flat = dict(raw)
+    for group, keys in NESTED.items():
+        nested = flat.pop(group, None)
+        if isinstance(nested, Mapping):
+            for key, value in nested.items():
+                if key in keys and keys[key] not in flat:
+                    flat[keys[key]] = value
+    return flat
+
+
 def update(base: Config, raw: Any) -> Config:
     """`base` overlaid with the settings in `raw`; ConfigError names every bad one."""
     if raw is None:
         return base
     if not isinstance(raw, Mapping):
         raise ConfigError([f"{SECTION}: settings must be an object, got {_show(raw)}"])
+    raw = flatten(raw)
     changes: dict[str, Any] = {}
     problems: list[str] = []
     defaults = Config()

@@ -10,8 +10,16 @@ A document is a list of lines, each holding its own line break (the last
 line has none), so an edit touches only the lines it spans: typing in a
 5,000-line file costs microseconds, not a copy of the file. A position past
 the end of a line means the end of that line, and a line past the end of the
-document means its end (what VS Code does); a position inside a UTF-16
-surrogate pair or a UTF-8 sequence rounds down to the character's start.
+document means its end (what VS Code does) in requests; an edit whose range
+starts or ends past the last line cannot be the client's text and fails. A
+position inside a UTF-16 surrogate pair or a UTF-8 sequence rounds down to the
+character's start.
+
+A change that cannot be applied (a range past the end or reversed, a version
+that does not increase) makes the document *stale*: the server's text is no
+longer the client's. Incremental changes to a stale document are ignored; a
+full-text change makes it fresh again (the server asks the client for one:
+`acepilot/resync`).
 Lone surrogates (JSON may carry "\\ud83d" alone) count as one UTF-16 unit.
 """
 
@@ -105,6 +113,7 @@ class Document:
     encoding: str = UTF16
     chars: int = 0
     edits: int = 0  # edits applied since opening (typing-ahead checks it)
+    stale: bool = False  # an edit failed: the text may differ from the client's
     _text: str | None = field(default=None, repr=False)
 
     @classmethod
@@ -159,8 +168,8 @@ class Document:
             self.chars = len(text)
             self._changed()
             return
-        start_line, start_col = self.clamp(*start)
-        end_line, end_col = self.clamp(*end)
+        start_line, start_col = self.clamp(*self._inside(start))
+        end_line, end_col = self.clamp(*self._inside(end))
         if (end_line, end_col) < (start_line, start_col):
             raise DocumentError("range end is before its start")
         removed = (
@@ -184,6 +193,15 @@ class Document:
         self.lines[first : last + 1] = replacement
         self.chars += len(text) - removed
         self._changed()
+
+    def _inside(self, position: tuple[int, int]) -> tuple[int, int]:
+        """An edit's position: past the last line only as (line count, 0), the very end."""
+        line, character = position
+        if line < len(self.lines):
+            return position
+        if line == len(self.lines) and character == 0:
+            return len(self.lines) - 1, 1 << 31  # clamped to the end of the last line
+        raise DocumentError(f"edit range past the end of the document (line {line})")
 
     def _changed(self) -> None:
         self._text = None
@@ -247,10 +265,34 @@ class DocumentStore:
         return self._documents.get(uri)
 
     def change(self, uri: str, version: int | None, changes: Iterable[Change]) -> Document:
-        """Apply changes in order; a failing change leaves the earlier ones applied."""
+        """Apply changes in order, or raise DocumentError and mark the document stale.
+
+        A failing change leaves the earlier ones applied (the document is stale
+        then anyway). While stale, only the changes from the last full-text one
+        on are applied, and they make the document fresh; without one the
+        changes are dropped.
+        """
         document = self.get(uri)
-        for change in changes:
-            document.apply(change.text, change.start, change.end)
+        pending = list(changes)
+        if document.stale:
+            full = [index for index, change in enumerate(pending) if change.start is None]
+            if not full:
+                if version is not None:
+                    document.version = max(document.version, version)
+                return document
+            pending = pending[full[-1] :]
+            document.stale = False
+        elif version is not None and version <= document.version:
+            document.stale = True
+            raise DocumentError(
+                f"version {version} does not follow {document.version} (a change was lost or reordered)"
+            )
+        try:
+            for change in pending:
+                document.apply(change.text, change.start, change.end)
+        except DocumentError:
+            document.stale = True
+            raise
         if version is not None:
             document.version = version
         return document

@@ -21,7 +21,10 @@ similarity of their identifier sets, as Copilot's neighbouring tabs do) are
 added as comments, with their paths. The current document is never one of them.
 
 Fill-in-the-middle only for models whose manifest declares it
-(`tokenizer.fim` = {"prefix", "suffix", "middle"} special tokens, PSM order).
+(`tokenizer.fim` = {"prefix", "suffix", "middle"} special tokens, PSM order),
+or, for a remote server, the OpenAI API's separate `suffix` field when the
+server says its model supports it (`Prompt.suffix`; the server applies its
+own FIM template).
 
 Line breaks are normalised to "\\n" in the prompt; post-processing writes the
 document's own breaks back.
@@ -202,12 +205,21 @@ class Prompt:
     tokens: int  # estimated prompt tokens
     fim: bool = False
     snippet_paths: tuple[str, ...] = field(default_factory=tuple)
+    suffix: str | None = None  # the API's `suffix` field (remote FIM); None: not sent
 
 
 def build_prompt(
-    data: PromptInput, budget: int, count: Callable[[str], int], fim: Fim | None = None
+    data: PromptInput,
+    budget: int,
+    count: Callable[[str], int],
+    fim: Fim | None = None,
+    separate_suffix: bool = False,
 ) -> Prompt:
-    """Header + snippets + the prefix cut at a line boundary (+ FIM suffix) within `budget`."""
+    """Header + snippets + the prefix cut at a line boundary (+ FIM suffix) within `budget`.
+
+    `fim`: the suffix goes into the prompt between the model's FIM tokens;
+    `separate_suffix`: it is returned apart (`Prompt.suffix`) for the API's field.
+    """
     header = render_header(data.path, data.language)
     snippets = "".join(render_snippet(snippet, data.language) for snippet in data.snippets)
     used = count(header) + count(snippets)
@@ -217,9 +229,9 @@ def build_prompt(
             header, used = "", 0
 
     suffix_text = ""
-    if fim is not None:
+    if fim is not None or separate_suffix:
         suffix_text, suffix_tokens = fit_suffix(data, (budget - used) // SUFFIX_SHARE, count)
-        used += suffix_tokens + 3  # the three FIM tokens
+        used += suffix_tokens + (3 if fim is not None else 0)  # the three FIM tokens
 
     line_prefix = data.line_prefix
     line_tokens = count(line_prefix)
@@ -250,6 +262,8 @@ def build_prompt(
     if fim is not None:
         text = f"{fim.prefix}{body}{fim.suffix}{suffix_text}{fim.middle}"
         return Prompt(text, data.first_line + start, tokens, True, paths)
+    if separate_suffix:
+        return Prompt(body, data.first_line + start, tokens, True, paths, suffix_text)
     return Prompt(body, data.first_line + start, tokens, False, paths)
 
 

@@ -12,6 +12,15 @@ One completion, as `AcepilotServer.complete` runs it:
          block is complete, cancelled by a newer request or $/cancelRequest
       -> post-processing -> InlineCompletionItem with an exact range
 
+Stale documents: a change that cannot be applied marks the document stale;
+completions for it are empty and the client is asked (`acepilot/resync`) for
+one full-text change, which makes it fresh again.
+
+Every returned item carries an opaque completion id in its `command`; the
+client reports `shown`/`accepted`/`rejected` for it (`acepilot/telemetry`),
+counted in `acepilot/stats` and, with the remote backend, forwarded to the
+team server in batches (server/lsp/stats.py).
+
 Handlers stay small; state lives on `AcepilotServer`. The protocol subclass
 keeps documents in Acepilot's own store (pygls' workspace keeps no second copy)
 and answers malformed requests with InvalidParams instead of dropping them.
@@ -21,12 +30,13 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import contextlib
 import itertools
 import logging
 import re
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -57,11 +67,23 @@ from server.lsp.prompt import (
     build_prompt,
     select_snippets,
 )
+from server.lsp.stats import (
+    GenerationRecord,
+    Issued,
+    Stats,
+    TelemetrySender,
+    parse_event,
+    plain,
+)
 
 log = logging.getLogger(__name__)
 
 STATUS = "acepilot/status"  # server -> client notification: state, model, latencies
 STATS = "acepilot/stats"  # client -> server request: counters (bench/typing.py reads them)
+TELEMETRY = "acepilot/telemetry"  # client -> server notification: shown/accepted/rejected
+RESYNC = "acepilot/resync"  # server -> client notification: send the full text of {uri}
+ACCEPTED_COMMAND = "acepilot.accepted"  # the items' command (the client runs it on accept)
+RESYNC_REPEAT_S = 2.0  # a stale document's completion requests repeat the ask at most this often
 WORD_BEFORE = re.compile(r"[A-Za-z0-9_$]*$")
 CONTEXT_LINES = 8  # lines around the cursor given to post-processing
 MAX_NEIGHBOURS = 10  # other open documents searched for snippets
@@ -112,24 +134,6 @@ class AcepilotProtocol(LanguageServerProtocol):
         super().handle_message(message)
 
 
-@dataclass
-class Stats:
-    requests: int = 0  # completion requests answered
-    typing_ahead: int = 0  # answered from the last shown completion
-    cache_hits: int = 0  # answered from the LRU cache
-    model_requests: int = 0  # reached the backend
-    cancelled: int = 0  # superseded or cancelled before an answer
-    empty: int = 0  # answered with nothing
-    prompt_tokens: int = 0  # summed over model requests
-    prefilled_tokens: int = 0  # prompt tokens not served from the KV cache
-    last_total_ms: float = 0.0
-    last_prefill_ms: float = 0.0
-    last_decode_ms: float = 0.0
-
-    def as_dict(self) -> dict[str, Any]:
-        return dict(self.__dict__)
-
-
 class AcepilotServer(LanguageServer):
     """State: documents, configuration, backend, caches (see the module docstring)."""
 
@@ -146,6 +150,10 @@ class AcepilotServer(LanguageServer):
         self.ahead = TypingAhead()
         self.cache = LruCache(256)
         self.stats = Stats()
+        self.issued = Issued()
+        self.telemetry: TelemetrySender | None = None
+        self._problem: str | None = None  # the backend error kind the user was told about
+        self._resync_asked: dict[str, float] = {}
         self.counter = TokenCounter()
         self._neighbours: dict[str, tuple[int, Neighbour]] = {}
         self._snippets: dict[str, tuple[Any, list[Snippet]]] = {}
@@ -157,6 +165,7 @@ class AcepilotServer(LanguageServer):
 
     def did_open(self, params: types.DidOpenTextDocumentParams) -> None:
         item = params.text_document
+        self._resync_asked.pop(item.uri, None)
         try:
             self.documents.open(item.uri, item.language_id, item.version, item.text)
         except DocumentError as exc:
@@ -174,14 +183,32 @@ class AcepilotServer(LanguageServer):
             else Change(c.text)
             for c in params.content_changes
         ]
+        document = self.documents.find(uri)
         try:
             self.documents.change(uri, params.text_document.version, changes)
         except DocumentError as exc:
             log.warning("cannot apply a change (version %s): %s", params.text_document.version, exc)
+        if document is None:
+            return
+        if document.stale:
+            self.ahead.forget(uri)
+            ticket = self.tickets.pop(uri, None)
+            if ticket is not None:
+                ticket.cancel()
+            if uri not in self._resync_asked:
+                self.ask_resync(uri)
+        elif self._resync_asked.pop(uri, None) is not None:
+            log.info("document resynchronised (version %s)", document.version)
+
+    def ask_resync(self, uri: str) -> None:
+        """Ask the client for the document's full text (a didChange without range)."""
+        self._resync_asked[uri] = time.monotonic()
+        self.protocol.notify(RESYNC, {"uri": uri})
 
     def did_close(self, params: types.DidCloseTextDocumentParams) -> None:
         uri = params.text_document.uri
         self.documents.close(uri)
+        self._resync_asked.pop(uri, None)
         self.ahead.forget(uri)
         self._neighbours.pop(uri, None)
         self._snippets.pop(uri, None)
@@ -241,9 +268,11 @@ class AcepilotServer(LanguageServer):
     async def _load(self, generation: int, config: Config) -> None:
         old, self.backend = self.backend, None
         self.backend_error = None
+        self._problem = None
         self.cache.clear()
         if old is not None:
             await old.close()
+        self._stop_telemetry()
         label = config.model or config.remote_url or "the default model"
         if config.backend == "remote":
             label = config.remote_model or config.remote_url or "remote"
@@ -263,6 +292,11 @@ class AcepilotServer(LanguageServer):
                 await backend.close()
             return
         self.backend = backend
+        if backend is not None:
+            backend.observer = self._observe
+            self._start_telemetry(backend, config)
+            with contextlib.suppress(BackendError):  # told about at the first completion
+                await backend.prepare()
         self.backend_ready.set()
         self._end_progress(token, "ready" if backend else "failed")
         if backend is None:
@@ -273,6 +307,59 @@ class AcepilotServer(LanguageServer):
             log.info("backend ready: %s %s on %s", backend.kind, backend.model, backend.device)
             self.counter = TokenCounter(backend.count_tokens)
             self.send_status("ready")
+
+    def _observe(self, result: Result) -> None:
+        """Every backend generation, also cancelled ones: tokens for `acepilot/stats`."""
+        self.stats.generation(
+            GenerationRecord(
+                result.prompt_tokens,
+                result.reused_tokens,
+                result.generated_tokens,
+                result.finish_reason,
+                round(result.prefill_ms, 2),
+                round(result.decode_ms, 2),
+            )
+        )
+
+    def _start_telemetry(self, backend: Backend, config: Config) -> None:
+        url = getattr(backend, "telemetry_url", None)
+        if backend.kind == "remote" and config.telemetry and url:
+            self.telemetry = TelemetrySender(url, config.remote_token)
+
+    def _stop_telemetry(self) -> None:
+        sender, self.telemetry = self.telemetry, None
+        if sender is not None:
+            # Its last POST may wait on the network: not on the event loop.
+            self._cpu.submit(sender.close)
+
+    def telemetry_event(self, params: Any) -> None:
+        """`acepilot/telemetry`: count a valid event for a completion this server issued."""
+        event = parse_event(params)
+        if event is None:
+            log.debug("ignored a malformed %s notification", TELEMETRY)
+            return
+        language_id = self.issued.record(event)
+        if language_id is None:
+            log.debug("ignored a %s event for an unknown or repeated id", event.kind)
+            return
+        self.stats.event(event.kind, language_id)
+        if self.telemetry is not None:
+            self.telemetry.add(event.kind, language_id)
+
+    def backend_failed(self, exc: BackendError) -> None:
+        """Empty results from now on; tell the user once per kind of problem, not per keystroke."""
+        self.stats.errors += 1
+        log.warning("backend error: %s", exc)
+        if self._problem == exc.kind:
+            return
+        self._problem = exc.kind
+        self.send_status("error", message=str(exc))
+        self.show_error(f"Acepilot: {exc}")
+
+    def backend_recovered(self) -> None:
+        if self._problem is not None:
+            self._problem = None
+            log.info("the backend answers again")
 
     async def _begin_progress(self, message: str) -> str | None:
         window = self.client_capabilities.window
@@ -326,17 +413,24 @@ class AcepilotServer(LanguageServer):
             return None
         line, column = document.clamp(position.line, position.character)
         self.stats.requests += 1
+        if document.stale:
+            self.stats.stale += 1
+            asked = self._resync_asked.get(uri)
+            if asked is None or time.monotonic() - asked > RESYNC_REPEAT_S:
+                self.ask_resync(uri)
+            return None
         rest = self.ahead.answer(document, line, column)
         if rest:
             self.stats.typing_ahead += 1
             self.ahead.remember(document, line, column, rest)
+            self.stats.answered((time.perf_counter() - started) * 1000, None)
             return document, line, column, rest
         previous = self.tickets.get(uri)
         if previous is not None:
             previous.cancel()  # a newer request for the same document
         ticket = self.tickets[uri] = Ticket()
         try:
-            return await self._complete(request_id, document, line, column, ticket, started)
+            found = await self._complete(request_id, document, line, column, ticket, started)
         except asyncio.CancelledError:
             ticket.cancel()
             self.stats.cancelled += 1
@@ -344,6 +438,12 @@ class AcepilotServer(LanguageServer):
         finally:
             if self.tickets.get(uri) is ticket:
                 del self.tickets[uri]
+        if not ticket.cancelled:
+            total = (time.perf_counter() - started) * 1000
+            # The server's own share: all but waiting (model load, debounce) and the backend.
+            overhead = total - ticket.waited_ms if ticket.prompt_built else None
+            self.stats.answered(total, overhead)
+        return found
 
     async def _complete(
         self,
@@ -355,9 +455,16 @@ class AcepilotServer(LanguageServer):
         started: float,
     ) -> tuple[Document, int, int, str] | None:
         if not self.backend_ready.is_set():
+            waiting = time.perf_counter()
             await self.backend_ready.wait()
+            ticket.waited_ms += (time.perf_counter() - waiting) * 1000
         backend = self.backend
         if backend is None or ticket.cancelled:
+            return None
+        try:
+            await backend.prepare()
+        except BackendError as exc:
+            self.backend_failed(exc)
             return None
         config = self.config
         lang = language(document.language_id)
@@ -373,10 +480,15 @@ class AcepilotServer(LanguageServer):
                 document.uri, line, data, neighbours, config, count, lang
             )
             return build_prompt(
-                replace(data, snippets=snippets), config.context_tokens, count, backend.fim
+                replace(data, snippets=snippets),
+                config.context_tokens,
+                count,
+                backend.fim,
+                backend.suffix_field,
             )
 
         prompt = await loop.run_in_executor(self._cpu, build)
+        ticket.prompt_built = True
         single = context.mode == SINGLE
         request = Request(
             prompt.text,
@@ -385,11 +497,13 @@ class AcepilotServer(LanguageServer):
             config.top_p,
             ("\n",) if single else (),
             config.timeout_ms / 1000 if config.timeout_ms else None,
-            document.uri,
+            document.uri if config.kv_reuse else None,
+            prompt.suffix,
         )
         key = (
             backend.model,
             request.prompt,
+            request.suffix,
             request.max_new_tokens,
             request.temperature,
             request.top_p,
@@ -399,9 +513,11 @@ class AcepilotServer(LanguageServer):
         if raw is not None:
             self.stats.cache_hits += 1
         else:
+            debounce_started = time.perf_counter()
             if await ticket.wait(config.debounce_ms / 1000):
                 self.stats.cancelled += 1
                 return None
+            ticket.waited_ms += (time.perf_counter() - debounce_started) * 1000
             result = await self._generate(
                 backend, request, ticket, None if single else block_watch(context)
             )
@@ -436,20 +552,21 @@ class AcepilotServer(LanguageServer):
         watch: Callable[[str], bool] | None,
     ) -> Result | None:
         self.stats.model_requests += 1
+        generation_started = time.perf_counter()
         try:
             result = await backend.generate(request, ticket, watch)
         except BackendError as exc:
-            log.warning("backend error: %s", exc)
-            self.send_status("error", message=str(exc))
+            self.backend_failed(exc)
             return None
+        finally:
+            ticket.waited_ms += (time.perf_counter() - generation_started) * 1000
+        self.backend_recovered()
         if ticket.cancelled:
             self.stats.cancelled += 1
             return None
         return result
 
     def _record(self, result: Result, started: float) -> None:
-        self.stats.prompt_tokens += result.prompt_tokens
-        self.stats.prefilled_tokens += result.prompt_tokens - result.reused_tokens
         self.stats.last_total_ms = (time.perf_counter() - started) * 1000
         self.stats.last_prefill_ms = result.prefill_ms
         self.stats.last_decode_ms = result.decode_ms
@@ -617,8 +734,18 @@ async def inline_completion(
         return types.InlineCompletionList(items=[])
     document, line, column, text = found
     at = types.Position(line, document.to_units(line, column))
+    # The command runs when the user accepts the item (VS Code): the extension turns it
+    # into an `accepted` telemetry event for this id (docs/lsp.md).
+    completion_id = ls.issued.new(document.language_id)
+    command = types.Command(
+        title="Acepilot: accepted",
+        command=ACCEPTED_COMMAND,
+        arguments=[{"id": completion_id, "languageId": document.language_id}],
+    )
     return types.InlineCompletionList(
-        items=[types.InlineCompletionItem(insert_text=text, range=types.Range(at, at))]
+        items=[
+            types.InlineCompletionItem(insert_text=text, range=types.Range(at, at), command=command)
+        ]
     )
 
 
@@ -649,12 +776,26 @@ async def completion(ls: AcepilotServer, params: types.CompletionParams) -> type
 
 @server.feature(STATS)
 def stats(ls: AcepilotServer, params: Any) -> dict[str, Any]:
-    return ls.stats.as_dict()
+    """The counters (server/lsp/stats.py); `{"reset": true}` starts new ones after answering."""
+    backend = ls.backend
+    snapshot = ls.stats.snapshot(backend.in_flight_tokens if backend is not None else 0)
+    params = plain(params)
+    if isinstance(params, dict) and params.get("reset") is True:
+        ls.stats = Stats()
+    return snapshot
+
+
+@server.feature(TELEMETRY)
+def telemetry(ls: AcepilotServer, params: Any) -> None:
+    ls.telemetry_event(params)
 
 
 @server.feature(types.SHUTDOWN)
 async def shutdown(ls: AcepilotServer, params: None) -> None:
     for ticket in list(ls.tickets.values()):
         ticket.cancel()
+    sender, ls.telemetry = ls.telemetry, None
+    if sender is not None:  # send what is queued, on a thread (bounded: 5 s)
+        await asyncio.get_running_loop().run_in_executor(None, sender.close)
     if ls.backend is not None:
         await ls.backend.close()

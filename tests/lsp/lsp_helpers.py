@@ -33,45 +33,107 @@ CLI = [sys.executable, "-m", "server.cli"]
 
 
 class Stub:
-    """An OpenAI-compatible /v1/completions endpoint: canned replies, recorded requests."""
+    """A small OpenAI-compatible server on 127.0.0.1: what the team server looks like.
+
+    POST /v1/completions answers with server-sent events when the body asks for
+    `stream` (one `data:` chunk per `chunk_chars` characters, then `data: [DONE]`,
+    chunked transfer encoding on a keep-alive HTTP/1.1 connection), else with one
+    JSON object; GET /v1/models lists `models`; POST /v1/telemetry records its
+    body. Requests, headers and the client's port (to see connection reuse) are
+    recorded; a stream the client closes early is counted in `aborted`.
+    """
 
     def __init__(self) -> None:
         self.reply: Callable[[dict[str, Any]], str] = lambda body: "42"
         self.delay = 0.0  # seconds before answering (cancellation tests)
+        self.chunk_delay = 0.0  # seconds between streamed chunks
+        self.chunk_chars = 3
         self.status = 200
         self.bodies: list[dict[str, Any]] = []
         self.headers: list[dict[str, str]] = []
-        self.finished = 0  # requests whose answer was written
+        self.ports: list[int] = []  # the client's port per completion request
+        self.models: list[dict[str, Any]] = [{"id": "stub", "object": "model"}]
+        self.model_gets = 0
+        self.telemetry: list[dict[str, Any]] = []
+        self.telemetry_headers: list[dict[str, str]] = []
+        self.finished = 0  # requests whose answer was written completely
+        self.aborted = 0  # streams the client closed before the end
         stub = self
 
         class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"  # keep-alive
+
+            def do_GET(self) -> None:
+                if self.path.rstrip("/") != "/v1/models":
+                    self.send_json(404, {"error": {"message": "not found"}})
+                    return
+                stub.model_gets += 1
+                self.send_json(stub.status, {"object": "list", "data": stub.models})
+
             def do_POST(self) -> None:
                 length = int(self.headers.get("Content-Length", 0))
                 body = json.loads(self.rfile.read(length))
+                if self.path.rstrip("/") == "/v1/telemetry":
+                    stub.telemetry.append(body)
+                    stub.telemetry_headers.append(dict(self.headers))
+                    self.send_json(stub.status, {"accepted": len(body.get("events", []))})
+                    return
                 stub.bodies.append(body)
                 stub.headers.append(dict(self.headers))
+                stub.ports.append(self.client_address[1])
                 deadline = time.monotonic() + stub.delay
                 while time.monotonic() < deadline:
                     time.sleep(0.01)
-                payload = json.dumps(
-                    {
+                text = stub.reply(body)
+                try:
+                    if stub.status != 200:
+                        self.send_json(stub.status, {"error": {"message": "refused"}})
+                    elif body.get("stream"):
+                        self.send_stream(text)
+                    else:
+                        self.send_json(200, completion(text))
+                    stub.finished += 1
+                except (BrokenPipeError, ConnectionResetError):
+                    stub.aborted += 1
+                    self.close_connection = True
+
+            def send_json(self, status: int, data: Any) -> None:
+                payload = json.dumps(data).encode()
+                self.send_response(status)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(payload)))
+                self.end_headers()
+                self.wfile.write(payload)
+
+            def send_stream(self, text: str) -> None:
+                self.send_response(200)
+                self.send_header("Content-Type", "text/event-stream")
+                self.send_header("Transfer-Encoding", "chunked")
+                self.end_headers()
+                size = max(1, stub.chunk_chars)
+                pieces = [text[i : i + size] for i in range(0, len(text), size)]
+                for index, piece in enumerate(pieces):
+                    last = index == len(pieces) - 1
+                    chunk = {
                         "id": "cmpl-1",
                         "object": "text_completion",
                         "choices": [
-                            {"index": 0, "text": stub.reply(body), "finish_reason": "stop"}
+                            {"index": 0, "text": piece, "finish_reason": "stop" if last else None}
                         ],
-                        "usage": {"prompt_tokens": 7, "completion_tokens": 1},
                     }
-                ).encode()
-                try:
-                    self.send_response(stub.status)
-                    self.send_header("Content-Type", "application/json")
-                    self.send_header("Content-Length", str(len(payload)))
-                    self.end_headers()
-                    self.wfile.write(payload)
-                    stub.finished += 1
-                except (BrokenPipeError, ConnectionResetError):
-                    pass
+                    self.write_chunk(f"data: {json.dumps(chunk)}\n\n")
+                    if stub.chunk_delay:
+                        time.sleep(stub.chunk_delay)
+                usage = {"choices": [], "usage": {"prompt_tokens": 7, "completion_tokens": 1}}
+                self.write_chunk(f": keep-alive comment\n\ndata: {json.dumps(usage)}\n\n")
+                self.write_chunk("data: [DONE]\n\n")
+                self.wfile.write(b"0\r\n\r\n")
+                self.wfile.flush()
+
+            def write_chunk(self, text: str) -> None:
+                data = text.encode()
+                self.wfile.write(b"%x\r\n%s\r\n" % (len(data), data))
+                self.wfile.flush()
 
             def log_message(self, *args: Any) -> None:
                 pass
@@ -85,6 +147,16 @@ class Stub:
     def close(self) -> None:
         self.httpd.shutdown()
         self.httpd.server_close()
+
+
+def completion(text: str) -> dict[str, Any]:
+    """A non-streamed OpenAI completions answer."""
+    return {
+        "id": "cmpl-1",
+        "object": "text_completion",
+        "choices": [{"index": 0, "text": text, "finish_reason": "stop"}],
+        "usage": {"prompt_tokens": 7, "completion_tokens": 1},
+    }
 
 
 def remote_options(stub: Stub, **extra: Any) -> dict[str, Any]:
@@ -197,3 +269,23 @@ async def raw_request(client: LanguageClient, method: str, params: Any, msg_id: 
 
 def raw_notify(client: LanguageClient, method: str, params: Any) -> None:
     send_raw(client, {"jsonrpc": "2.0", "method": method, "params": params})
+
+
+def plain(value: Any) -> Any:
+    """pygls' client turns JSON objects into namedtuples: back to dicts and lists."""
+    if hasattr(value, "_asdict"):
+        return {key: plain(item) for key, item in value._asdict().items()}
+    if isinstance(value, dict):
+        return {key: plain(item) for key, item in value.items()}
+    if isinstance(value, list | tuple):
+        return [plain(item) for item in value]
+    return value
+
+
+async def get_stats(client: LanguageClient, reset: bool = False) -> dict[str, Any]:
+    """`acepilot/stats` as a plain dict."""
+    params = {"reset": True} if reset else {}
+    result: dict[str, Any] = plain(
+        await client.protocol.send_request_async("acepilot/stats", params)
+    )
+    return result

@@ -64,3 +64,14 @@ def test_token_never_in_public_view() -> None:
         Config(), {"backend": "remote", "remoteUrl": "http://h/v1", "remoteToken": "s3cr3t"}
     )
     assert "s3cr3t" not in repr(config) and "s3cr3t" not in str(config.public())
+
+
+def test_remote_fim_telemetry_and_kv_reuse_settings() -> None:
+    config = update(Config(), {"remoteFim": "off", "telemetry": False, "kvReuse": False})
+    assert (config.remote_fim, config.telemetry, config.kv_reuse) == ("off", False, False)
+    with pytest.raises(ConfigError, match=r"acepilot\.remoteFim"):
+        update(Config(), {"remoteFim": "maybe"})
+    with pytest.raises(ConfigError, match=r"acepilot\.remoteFim"):
+        update(Config(), {"remote": {"fim": True}})  # nested spelling, same checks
+    explicit = update(Config(), {"remoteFim": "on", "remote": {"fim": "off"}})
+    assert explicit.remote_fim == "on"  # the flat key wins

@@ -185,3 +185,22 @@ def test_thousand_edits_stay_identical() -> None:
         store.change("u", version, [change])
         client = client[:start] + insert + client[end:]
     assert store.get("u").text == client
+
+
+def test_failed_change_makes_the_document_stale_until_full_text() -> None:
+    store = DocumentStore()
+    doc = store.open("u", "python", 1, "a\nb\n")
+    store.change("u", 2, [Change("c", (2, 0), (2, 0))])  # (line count, 0): the end
+    assert doc.text == "a\nb\nc" and not doc.stale
+    with pytest.raises(DocumentError):
+        store.change("u", 3, [Change("x", (9, 0), (9, 0))])  # past the end
+    assert doc.stale
+    store.change("u", 4, [Change("y", (0, 0), (0, 0))])  # ignored while stale
+    assert doc.text == "a\nb\nc" and doc.stale
+    store.change(
+        "u", 5, [Change("ignored", (0, 0), (0, 0)), Change("new\n"), Change("!", (1, 0), (1, 0))]
+    )
+    assert doc.text == "new\n!" and not doc.stale and doc.version == 5
+    with pytest.raises(DocumentError):
+        store.change("u", 5, [Change("z", (0, 0), (0, 0))])  # the version did not increase
+    assert doc.stale and doc.text == "new\n!"

@@ -11,7 +11,6 @@ $/cancelRequest stops a long generation.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import time
 from pathlib import Path
 from typing import Any
@@ -19,6 +18,7 @@ from typing import Any
 import pytest
 from lsp_helpers import (
     CLIENTS,
+    get_stats,
     inline,
     items_of,
     open_doc,
@@ -122,10 +122,35 @@ async def test_model_text_reaches_the_editor(built_tiny_registry: Path, tmp_path
         assert items == []
 
 
-async def test_cancel_stops_local_generation(built_tiny_registry: Path, tmp_path: Path) -> None:
-    options = local_options(built_tiny_registry, maxNewTokens=1000, temperature=1.0, timeoutMs=0)
+LONG = 450  # max new tokens: greedy, the tiny model fills them all after "def f():"
+
+
+async def generation_of(client: Any, index: int) -> dict[str, Any]:
+    """The index-th finished generation in `acepilot/stats` (waits for it)."""
+    for _ in range(1000):
+        stats = await get_stats(client)
+        if len(stats["recent_generations"]) > index:
+            record: dict[str, Any] = stats["recent_generations"][index]
+            return record
+        await asyncio.sleep(0.01)
+    raise AssertionError("the generation never finished")
+
+
+@pytest.mark.parametrize("how", ["cancelRequest", "superseded"])
+async def test_cancel_stops_local_generation(
+    how: str, built_tiny_registry: Path, tmp_path: Path
+) -> None:
+    """A long greedy generation, cut by $/cancelRequest or a newer request, stops early."""
+    options = local_options(built_tiny_registry, maxNewTokens=LONG, maxLines=500, timeoutMs=0)
     async with running_server("visual_studio_code", options, tmp_path) as (client, _, statuses):
         await wait_state(statuses, "ready", 300)
+        # Control: uncancelled, the same prompt shape runs to max tokens (no early stop).
+        control = (tmp_path / "control.py").as_uri()
+        open_doc(client, control, "def f():\n")
+        await inline(client, control, 0, 8)
+        record = await generation_of(client, 0)
+        assert record["finish_reason"] == "length" and record["generated_tokens"] == LONG
+
         uri = (tmp_path / "long.py").as_uri()
         open_doc(client, uri, "def f():\n")
         params = types.InlineCompletionParams(
@@ -133,22 +158,45 @@ async def test_cancel_stops_local_generation(built_tiny_registry: Path, tmp_path
                 trigger_kind=types.InlineCompletionTriggerKind.Invoked
             ),
             text_document=types.TextDocumentIdentifier(uri),
-            position=types.Position(1, 0),
+            position=types.Position(0, 8),
         )
         future = client.protocol.send_request(
             types.TEXT_DOCUMENT_INLINE_COMPLETION, params, msg_id="long-1"
         )
-        await asyncio.sleep(0.05)
-        client.protocol.notify(types.CANCEL_REQUEST, types.CancelParams(id="long-1"))
-        # The tiny model may finish first; if not, the answer is the cancellation error.
-        with contextlib.suppress(JsonRpcException):
-            await asyncio.wait_for(asyncio.wrap_future(future), 10)
+        while (await get_stats(client))["in_flight_tokens"] == 0:  # decoding has begun
+            await asyncio.sleep(0.001)
+        if how == "cancelRequest":
+            client.protocol.notify(types.CANCEL_REQUEST, types.CancelParams(id="long-1"))
+            with pytest.raises(JsonRpcException) as info:
+                await asyncio.wait_for(asyncio.wrap_future(future), 10)
+            assert "cancel" in str(info.value).lower()
+        else:
+            await inline(client, uri, 0, 3)  # mid-line: a short single-line request
+            assert items_of(await asyncio.wait_for(asyncio.wrap_future(future), 10)) == []
+        record = await generation_of(client, 1)
+        assert record["finish_reason"] == "cancelled"
+        assert 0 < record["generated_tokens"] < LONG // 2, record  # stopped well before max
+        stats = await get_stats(client)
+        assert stats["cancelled"] >= 1
         # the engine is free again at once: a short request completes quickly
         client.workspace_did_change_configuration(
-            types.DidChangeConfigurationParams(
-                settings={"acepilot": {"maxNewTokens": 4, "temperature": 0}}
-            )
+            types.DidChangeConfigurationParams(settings={"acepilot": {"maxNewTokens": 4}})
         )
         started = time.monotonic()
         await inline(client, uri, 0, 0)
         assert time.monotonic() - started < 10
+        assert (await get_stats(client))["model_requests"] == stats["model_requests"] + 1
+
+
+async def test_kv_reuse_can_be_turned_off(built_tiny_registry: Path, tmp_path: Path) -> None:
+    """kvReuse false: every prompt is prefilled in full (bench/typing.py compares both)."""
+    options = local_options(built_tiny_registry, kvReuse=False, maxNewTokens=4)
+    async with running_server("visual_studio_code", options, tmp_path) as (client, _, statuses):
+        await wait_state(statuses, "ready", 300)
+        uri = (tmp_path / "ops.py").as_uri()
+        open_doc(client, uri, SOURCE)
+        await inline(client, uri, 8, 14)
+        await inline(client, uri, 7, 0)
+        stats = await get_stats(client)
+        assert [g["reused_tokens"] for g in stats["recent_generations"]] == [0, 0]
+        assert stats["prefilled_tokens"] == stats["prompt_tokens"] > 0

@@ -100,3 +100,13 @@ def test_fim_only_when_declared() -> None:
     assert prompt.fim
     assert prompt.text.startswith("<fim_prefix># Path: a.py")
     assert prompt.text.endswith("    return <fim_suffix>\n\nprint(f(1))<fim_middle>")
+
+
+def test_separate_suffix_for_the_api_field() -> None:
+    data = PromptInput(
+        "a.py", language("python"), ["def f(x):"], 0, "    return ", ")", after=["print(f(1))"]
+    )
+    prompt = build_prompt(data, 200, count, separate_suffix=True)
+    assert prompt.text == "# Path: a.py\n# Language: python\ndef f(x):\n    return "
+    assert prompt.suffix == ")\nprint(f(1))"
+    assert build_prompt(data, 200, count).suffix is None

@@ -1,13 +1,13 @@
-"""`acepilot demo`: the whole path on a model made here, from nothing to a completion.
+"""`acepilot demo` (`make run`): a completion from Acepilot's own default model, offline.
 
-No pretrained model can be downloaded on the machines Acepilot is developed
-on, and the embedded default model is a later issue. So the demo trains the
-tiny CodeGen on the Python standard library (training/tiny.py; a few minutes
-on 2 cores the first time, cached afterwards), builds it through the same
-`model build` path a real checkpoint takes (fused graph, int4, parity gate,
-registry entry `acepilot-tiny`) and prints the engine's completion for a
-sample file. The tiny model writes plausible Python, not good Python; the
-machinery is the real one.
+No pretrained model can be downloaded on many self-hosted networks. When no
+model is configured (--model or $ACEPILOT_MODEL), the demo makes sure
+acepilot-tiny is production in the registry: built once by `acepilot
+bootstrap` (training/bootstrap.py: trained here on the Python standard
+library, evaluated against baselines, int8 ONNX with its parity gate; about
+15 minutes on 2 cores the first time, cached afterwards) and prints the
+engine's completion for a sample file or a position of your own file. With a
+configured model it completes with that one and trains nothing.
 """
 
 from __future__ import annotations
@@ -16,15 +16,11 @@ import argparse
 import os
 import sys
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from server.errors import AcepilotError
 
-if TYPE_CHECKING:
-    from server.registry import ModelEntry, Registry
-
 MODEL_NAME = "acepilot-tiny"
-PRECISION = "int4"
 
 # The default file to complete; the cursor goes at the end of its last line.
 SAMPLE = '''\
@@ -43,24 +39,37 @@ def find_python_files(root):
 def register(subparsers: argparse._SubParsersAction[Any]) -> None:
     parser = subparsers.add_parser(
         "demo",
-        help="train (or reuse) the tiny local model, build it int4 and complete a sample file",
+        help=f"complete a sample file with the configured model, else {MODEL_NAME} "
+        "(built once by `acepilot bootstrap`)",
         description=(
-            "Train the tiny CodeGen on the Python standard library (cached), build it into "
-            f"the registry as {MODEL_NAME} ({PRECISION}, through `model build` and its parity "
-            "gate) and print its completion at a position of a file (default: a sample file, "
-            "cursor at its end)."
+            "Print a model's completion at a position of a file (default: a sample file, "
+            "cursor at its end). The model is --model / $ACEPILOT_MODEL when given; otherwise "
+            f"{MODEL_NAME}, Acepilot's own default model, which is trained, evaluated and built "
+            "here the first time (`acepilot bootstrap`; about 15 minutes on 2 cores) and reused "
+            "afterwards."
         ),
+    )
+    parser.add_argument(
+        "--model",
+        help="registry model name or entry directory (default: $ACEPILOT_MODEL, else "
+        f"{MODEL_NAME}, built if needed)",
     )
     parser.add_argument(
         "--cache",
         type=Path,
-        help="where the tiny model is trained and kept "
+        help=f"where {MODEL_NAME} is trained and kept "
         "(default: $ACEPILOT_CACHE, else ~/.cache/acepilot)",
     )
     parser.add_argument(
         "--registry",
         type=Path,
         help="registry directory (default: $ACEPILOT_REGISTRY or ~/.local/share/acepilot/registry)",
+    )
+    parser.add_argument(
+        "--preset",
+        default="default",
+        choices=("default", "small"),
+        help=f"the {MODEL_NAME} recipe when it must be built (small: a one-minute miniature)",
     )
     parser.add_argument("--file", type=Path, help="file to complete (default: a sample file)")
     parser.add_argument("--line", type=int, help="1-based cursor line (default: the last line)")
@@ -87,33 +96,45 @@ def run_demo(args: argparse.Namespace) -> int:
     text = read_source(path)
     offset = cursor_offset(text, line, column, path)
 
-    print(f"[1/3] tiny CodeGen, trained on the Python standard library (cache: {root / 'tiny'})")
-    checkpoint = train(root / "tiny")
-
     registry = Registry(args.registry)
-    print(f"[2/3] {MODEL_NAME} {PRECISION} in the registry {registry.root}")
-    entry = build(checkpoint, registry)
+    configured = args.model or os.environ.get("ACEPILOT_MODEL")
+    if configured:
+        print(f"[1/2] model {configured} (configured) from {registry.root}")
+        entry = registry.resolve(configured)
+    else:
+        from training.commands.bootstrap import ensure_tiny, summary
 
-    print(f"[3/3] completing {path} at line {line}, column {column}")
+        print(
+            f"[1/2] {MODEL_NAME}, Acepilot's own model (work dir {root / 'bootstrap'}; "
+            "the first time this trains it: see docs/acepilot-tiny.md)",
+            flush=True,
+        )
+        result = ensure_tiny(root / "bootstrap", registry.root, preset=args.preset)
+        assert result is not None
+        print(summary(result))
+        entry = result.entry
+
+    print(f"[2/2] completing {path} at line {line}, column {column}")
     from server.engine import Engine, GenerationParams
 
     engine = Engine.load(entry)
     prefix = text[:offset]
     line_prefix = prefix[prefix.rfind("\n") + 1 :]
-    result = engine.generate(
+    result_ = engine.generate(
         prefix, GenerationParams(max_new_tokens=args.max_tokens, stop=("\n\n",))
     )
-    completion = cut_at_block_end(result.text, line_prefix)
+    completion = cut_at_block_end(result_.text, line_prefix)
     shown = "\n".join(prefix.split("\n")[-8:])  # the end of the prompt, then the completion
     if sys.stdout.isatty():
         print(f"\n{shown}\033[1;32m{completion}\033[0m\n")
     else:
         print(f"\n{shown}{completion}\n")
+    precision = entry.manifest.get("precision")
     print(
-        f"completion by {entry.name} {entry.version} ({PRECISION}, {engine.device}): "
-        f"{len(result.token_ids)} tokens, prompt {result.prompt_tokens} tokens, "
-        f"prefill {result.prefill_ms:.0f} ms, decode {result.decode_ms:.0f} ms "
-        f"({result.finish_reason})"
+        f"completion by {entry.name} {entry.version} ({precision}, {engine.device}): "
+        f"{len(result_.token_ids)} tokens, prompt {result_.prompt_tokens} tokens, "
+        f"prefill {result_.prefill_ms:.0f} ms, decode {result_.decode_ms:.0f} ms "
+        f"({result_.finish_reason})"
     )
     print(f"completion text: {completion!r}")
     return 0
@@ -140,69 +161,3 @@ def target_position(args: argparse.Namespace, root: Path) -> tuple[Path, int, in
     if column < 1:
         raise AcepilotError(f"column must be at least 1, got {column}")
     return path, line, column
-
-
-def train(directory: Path) -> Path:
-    from training.tiny import train_tiny_codegen, training_record
-
-    try:
-        import torch  # noqa: F401
-        import transformers  # noqa: F401
-    except ImportError as exc:
-        raise AcepilotError(
-            f"training the tiny model needs torch and transformers: pip install 'acepilot[build]' ({exc})"
-        ) from None
-    train_tiny_codegen(directory)
-    record = training_record(directory)
-    if record is not None:
-        held_out = record["held_out"]
-        print(
-            f"      {record['parameters']:,} parameters, {record['steps']} steps; held-out loss "
-            f"{held_out['loss']:.2f} nats/token (unigram {held_out['baselines']['unigram']:.2f}, "
-            f"bigram {held_out['baselines']['bigram']:.2f}, uniform "
-            f"{held_out['baselines']['uniform']:.2f}), {held_out['bits_per_char']:.2f} bits/char"
-        )
-    return directory
-
-
-def build(checkpoint: Path, registry: Registry) -> ModelEntry:
-    """The registry entry of this checkpoint at PRECISION: reused if present, else built.
-
-    An entry is reused only if its manifest names this exact checkpoint (the
-    hash of its files): a retrained model gets a new version. The version
-    used becomes the production one of `acepilot-tiny`, so `acepilot complete
-    --model acepilot-tiny` serves what the demo just showed.
-    """
-    from server.build.checkpoint import hash_directory
-    from server.build.pipeline import build_model
-    from server.errors import RegistryError
-
-    digest = hash_directory(checkpoint)
-    entry = None
-    for version in reversed(registry.versions(MODEL_NAME)):
-        try:
-            candidate = registry.entry(MODEL_NAME, version)
-        except RegistryError:
-            continue  # a damaged old version: build a fresh one
-        manifest = candidate.manifest
-        if (
-            manifest.get("precision") == PRECISION
-            and manifest.get("device") == "cpu"
-            and manifest.get("source", {}).get("sha256") == digest
-        ):
-            entry = candidate
-            print(f"      reusing {MODEL_NAME} {version} (same checkpoint)")
-            break
-    if entry is None:
-        entry = build_model(
-            str(checkpoint), precision=PRECISION, registry=registry, name=MODEL_NAME
-        )
-        parity = entry.manifest.get("parity", {})
-        print(
-            f"      built {MODEL_NAME} {entry.version}: parity {parity.get('status')}, "
-            f"top-1 agreement {parity.get('top1_agreement', float('nan')):.3f}, "
-            f"perplexity change {parity.get('perplexity_change', float('nan')):+.2%}"
-        )
-    if registry.production(MODEL_NAME) != entry.version:
-        registry.set_production(MODEL_NAME, entry.version)
-    return entry

@@ -1,0 +1,509 @@
+"""The gate: promote a candidate only if the target improves and no language regresses.
+
+Inputs are evaluation results of the candidate and of the baseline (the
+production model) on the same problems with the same settings, plus
+optionally other baselines (e.g. a larger untouched model). Each result is
+turned into metrics — one per HumanEval language ("humaneval:go") and, with
+in-domain completion results, one per completion group and measure
+("completion:vue:exact_match") — each a score per item (problem or cursor
+position): the problem's pass fraction c/n, 0/1 exact match, or edit
+similarity.
+
+The policy (`GatePolicy`, a small config file; see docs/evaluation.md):
+
+- target improvement: the `target` metric must improve by at least `delta`
+  (absolute), and, with `require_significant_gain`, significantly (one-sided
+  paired test at `alpha`);
+- no regression: a guarded metric "regresses" when it drops by more than
+  `epsilon` (per-metric overrides in `epsilon_per_metric`) AND the paired
+  one-sided test says the drop is real (p < alpha). A drop larger than epsilon
+  that the test cannot tell from noise is reported as such and does not block;
+  a large drop on few problems is a reason to evaluate more problems, and the
+  report's intervals show it;
+- paired tests on per-item results: McNemar's exact test (binomial on the
+  discordant pairs) when every score is 0/1, otherwise a paired bootstrap of
+  the mean difference (items resampled with replacement);
+- other baselines: with `block_if_baseline_better`, a baseline that beats the
+  candidate significantly on the target blocks promotion (the seed's lesson:
+  the untouched bigger model beat the fine-tune even on its own domain).
+
+`decide` returns a `GateDecision` with one row per metric (baseline,
+candidate, difference, 95% interval of the difference, p-values, verdict);
+`write_report` writes gate.json, report.md, report.html and PNG charts.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import html
+import json
+import math
+import os
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+GATE_FILE = "gate.json"
+FORMAT = 1
+VERDICTS = ("improved", "no change", "drop within epsilon", "drop within noise", "regression")
+
+
+@dataclass(frozen=True)
+class GatePolicy:
+    target: str = ""  # metric that must improve, e.g. "humaneval:js" or "completion:vue:exact_match"; "" = none
+    delta: float = 0.0  # minimum absolute improvement of the target (0.02 = 2 points)
+    require_significant_gain: bool = True  # the target's gain must also pass the paired test
+    epsilon: float = 0.02  # largest tolerated absolute drop of a guarded metric
+    epsilon_per_metric: dict = field(default_factory=dict)  # {"humaneval:rust": 0.05, ...}
+    guarded: list = field(
+        default_factory=lambda: ["humaneval:*", "completion:*:exact_match"]
+    )  # fnmatch patterns of metrics that must not regress
+    required: list = field(default_factory=list)  # metrics that must be present on both sides
+    test: str = "auto"  # "mcnemar", "bootstrap" or "auto" (McNemar for 0/1 scores)
+    alpha: float = 0.05  # one-sided significance level
+    block_if_baseline_better: bool = (
+        True  # another baseline significantly better on the target blocks
+    )
+    bootstrap_replicates: int = 10000  # paired bootstrap replicates
+    seed: int = 0  # bootstrap seed
+
+    def check(self) -> None:
+        if self.test not in ("auto", "mcnemar", "bootstrap"):
+            raise ValueError(f"test must be auto, mcnemar or bootstrap, got {self.test!r}")
+        if not 0.0 < self.alpha < 0.5:
+            raise ValueError(f"alpha must be in (0, 0.5), got {self.alpha}")
+        if self.epsilon < 0 or self.delta < 0:
+            raise ValueError("epsilon and delta must be >= 0")
+
+    def epsilon_for(self, metric: str) -> float:
+        return float(self.epsilon_per_metric.get(metric, self.epsilon))
+
+    def is_guarded(self, metric: str) -> bool:
+        return any(fnmatch.fnmatchcase(metric, pattern) for pattern in self.guarded)
+
+
+Scores = dict[str, float]  # item id -> score
+
+
+@dataclass(frozen=True)
+class Results:
+    """One model's evaluation: metrics (item scores), a label and where they came from."""
+
+    label: str
+    metrics: dict[str, Scores]
+    settings_key: str | None = None
+    model: dict[str, Any] = field(default_factory=dict)
+    source: str = ""
+
+
+def from_humaneval(summary: Mapping[str, Any], label: str, source: str = "") -> Results:
+    """A HumanEval summary -> one metric per language, the problem's c/n per problem."""
+    metrics = {
+        f"humaneval:{language}": {task: c / n for task, (n, c) in tasks.items()}
+        for language, tasks in summary["per_problem"].items()
+    }
+    return Results(label, metrics, summary.get("settings_key"), dict(summary["model"]), source)
+
+
+def merge(base: Results, extra: Results) -> Results:
+    """Add another evaluation's metrics (e.g. in-domain completion) to a result."""
+    return Results(
+        base.label, {**base.metrics, **extra.metrics}, base.settings_key, base.model, base.source
+    )
+
+
+@dataclass(frozen=True)
+class Comparison:
+    """Candidate vs one baseline on one metric (paired over the same items)."""
+
+    metric: str
+    items: int
+    baseline: float
+    candidate: float
+    difference: float
+    low: float  # 95% paired bootstrap interval of the difference
+    high: float
+    test: str
+    p_worse: float  # one-sided: the candidate is worse
+    p_better: float  # one-sided: the candidate is better
+    epsilon: float
+    guarded: bool
+    verdict: str
+
+
+def is_binary(values: np.ndarray) -> bool:
+    return bool(np.all((values == 0.0) | (values == 1.0)))
+
+
+def mcnemar(base: np.ndarray, cand: np.ndarray) -> tuple[float, float]:
+    """Exact McNemar: (p that the candidate is worse, p that it is better), one-sided."""
+    from scipy.stats import binomtest
+
+    lost = int(np.sum((base == 1) & (cand == 0)))
+    won = int(np.sum((base == 0) & (cand == 1)))
+    if lost + won == 0:
+        return 1.0, 1.0
+    worse = binomtest(lost, lost + won, 0.5, alternative="greater").pvalue
+    better = binomtest(won, lost + won, 0.5, alternative="greater").pvalue
+    return float(worse), float(better)
+
+
+def paired_bootstrap(
+    base: np.ndarray, cand: np.ndarray, replicates: int, seed: int
+) -> tuple[np.ndarray, float, float]:
+    """Bootstrap distribution of mean(cand - base) over resampled items, and one-sided
+    p-values: the share of replicates on the other side of zero (+1 smoothing)."""
+    diffs = cand - base
+    rng = np.random.default_rng(seed)
+    picks = rng.integers(0, len(diffs), size=(replicates, len(diffs)))
+    means = diffs[picks].mean(axis=1)
+    if not np.any(diffs):
+        return means, 1.0, 1.0
+    worse = (np.sum(means >= 0) + 1) / (replicates + 1)
+    better = (np.sum(means <= 0) + 1) / (replicates + 1)
+    return means, float(worse), float(better)
+
+
+def compare(
+    metric: str, base_scores: Scores, cand_scores: Scores, policy: GatePolicy
+) -> Comparison:
+    if set(base_scores) != set(cand_scores):
+        only_base = sorted(set(base_scores) - set(cand_scores))[:5]
+        only_cand = sorted(set(cand_scores) - set(base_scores))[:5]
+        raise ValueError(
+            f"{metric}: the two results are not on the same items (only in baseline: "
+            f"{only_base}, only in candidate: {only_cand}); evaluate both with the same settings"
+        )
+    items = sorted(base_scores)
+    if not items:
+        raise ValueError(f"{metric}: no items")
+    base = np.array([base_scores[i] for i in items], dtype=np.float64)
+    cand = np.array([cand_scores[i] for i in items], dtype=np.float64)
+    means, p_worse, p_better = paired_bootstrap(
+        base, cand, policy.bootstrap_replicates, policy.seed
+    )
+    test = policy.test
+    if test == "auto":
+        test = "mcnemar" if is_binary(base) and is_binary(cand) else "bootstrap"
+    if test == "mcnemar":
+        if not (is_binary(base) and is_binary(cand)):
+            raise ValueError(f"{metric}: McNemar needs 0/1 scores (use test='bootstrap')")
+        p_worse, p_better = mcnemar(base, cand)
+    low, high = np.percentile(means, [2.5, 97.5])
+    difference = float(cand.mean() - base.mean())
+    epsilon = policy.epsilon_for(metric)
+    if difference < -epsilon - 1e-12:
+        verdict = "regression" if p_worse < policy.alpha else "drop within noise"
+    elif difference < 0:
+        verdict = "drop within epsilon"
+    elif difference > 0 and p_better < policy.alpha:
+        verdict = "improved"
+    else:
+        verdict = "no change"
+    return Comparison(
+        metric,
+        len(items),
+        float(base.mean()),
+        float(cand.mean()),
+        difference,
+        float(low),
+        float(high),
+        test,
+        p_worse,
+        p_better,
+        epsilon,
+        policy.is_guarded(metric),
+        verdict,
+    )
+
+
+@dataclass(frozen=True)
+class GateDecision:
+    promote: bool
+    reasons: list[str]
+    policy: dict[str, Any]
+    candidate: dict[str, Any]
+    baseline: dict[str, Any]
+    rows: list[Comparison]
+    target: dict[str, Any] | None
+    others: list[dict[str, Any]]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "format": FORMAT,
+            "decision": "promote" if self.promote else "reject",
+            "promote": self.promote,
+            "reasons": self.reasons,
+            "policy": self.policy,
+            "candidate": self.candidate,
+            "baseline": self.baseline,
+            "rows": [asdict(row) for row in self.rows],
+            "target": self.target,
+            "other_baselines": self.others,
+        }
+
+
+def decide(
+    candidate: Results,
+    baseline: Results,
+    policy: GatePolicy,
+    others: Sequence[Results] = (),
+) -> GateDecision:
+    """Compare per metric and apply the policy (see the module docstring)."""
+    policy.check()
+    reasons: list[str] = []  # what blocks promotion
+    notes: list[str] = []  # what the reader should know but does not block
+    if (
+        candidate.settings_key
+        and baseline.settings_key
+        and candidate.settings_key != baseline.settings_key
+    ):
+        raise ValueError(
+            "candidate and baseline were evaluated with different settings "
+            f"({candidate.settings_key} vs {baseline.settings_key}): results are not paired"
+        )
+    shared = [m for m in candidate.metrics if m in baseline.metrics]
+    for metric in sorted(set(candidate.metrics) ^ set(baseline.metrics)):
+        side = "candidate" if metric in candidate.metrics else "baseline"
+        notes.append(f"{metric} was evaluated only for the {side}: not compared")
+    for metric in policy.required:
+        if metric not in shared:
+            reasons.append(f"required metric {metric} is missing on one side")
+    rows = [
+        compare(metric, baseline.metrics[metric], candidate.metrics[metric], policy)
+        for metric in shared
+    ]
+    blocked = [r for r in rows if r.guarded and r.verdict == "regression"]
+    for row in blocked:
+        reasons.append(
+            f"{row.metric} regressed: {row.baseline:.3f} -> {row.candidate:.3f} "
+            f"({row.difference:+.3f}, more than epsilon {row.epsilon}, p={row.p_worse:.3g})"
+        )
+    target_info: dict[str, Any] | None = None
+    target_ok = True
+    if policy.target:
+        found = next((r for r in rows if r.metric == policy.target), None)
+        if found is None:
+            target_ok = False
+            reasons.append(f"target {policy.target} was not evaluated on both sides")
+        else:
+            row = found
+            significant = row.p_better < policy.alpha
+            target_ok = row.difference >= policy.delta - 1e-12 and (
+                significant or not policy.require_significant_gain
+            )
+            target_info = {
+                "metric": row.metric,
+                "difference": row.difference,
+                "delta": policy.delta,
+                "p_better": row.p_better,
+                "met": target_ok,
+            }
+            if not target_ok:
+                why = (
+                    f"{row.difference:+.3f} < delta {policy.delta}"
+                    if row.difference < policy.delta - 1e-12
+                    else f"gain not significant (p={row.p_better:.3g} >= {policy.alpha})"
+                )
+                reasons.append(f"target {row.metric} did not improve enough: {why}")
+    other_rows = []
+    for other in others:
+        for metric in [policy.target] if policy.target else []:
+            if metric in other.metrics and metric in candidate.metrics:
+                row = compare(metric, other.metrics[metric], candidate.metrics[metric], policy)
+                beaten = row.p_worse < policy.alpha and row.difference < 0
+                other_rows.append(
+                    {"label": other.label, "comparison": asdict(row), "beats_candidate": beaten}
+                )
+                if beaten and policy.block_if_baseline_better:
+                    reasons.append(
+                        f"{other.label} is significantly better than the candidate on "
+                        f"{metric} ({row.baseline:.3f} vs {row.candidate:.3f})"
+                    )
+    promote = not reasons
+    if promote:
+        reasons.append(
+            "no guarded metric regressed" + (" and the target improved" if policy.target else "")
+        )
+    return GateDecision(
+        promote,
+        reasons + notes,
+        asdict(policy),
+        {"label": candidate.label, "model": candidate.model, "source": candidate.source},
+        {"label": baseline.label, "model": baseline.model, "source": baseline.source},
+        rows,
+        target_info,
+        other_rows,
+    )
+
+
+# ---------------------------------------------------------------------------
+# Report
+
+
+def fmt(value: float) -> str:
+    return "-" if math.isnan(value) else f"{value:.3f}"
+
+
+def decision_table(decision: GateDecision) -> str:
+    header = (
+        "| metric | items | baseline | candidate | difference | 95% interval | test | "
+        "p (worse) | epsilon | verdict |"
+    )
+    lines = [header, "|---|---|---|---|---|---|---|---|---|---|"]
+    for r in decision.rows:
+        mark = "**" if r.verdict == "regression" else ""
+        guarded = "" if r.guarded else " (not guarded)"
+        lines.append(
+            f"| {r.metric} | {r.items} | {fmt(r.baseline)} | {fmt(r.candidate)} | "
+            f"{r.difference:+.3f} | [{r.low:+.3f}, {r.high:+.3f}] | {r.test} | "
+            f"{r.p_worse:.3g} | {r.epsilon} | {mark}{r.verdict}{mark}{guarded} |"
+        )
+    return "\n".join(lines)
+
+
+def markdown(decision: GateDecision) -> str:
+    verdict = "PROMOTE" if decision.promote else "REJECT"
+    policy = decision.policy
+    lines = [
+        f"# Gate: {verdict}",
+        "",
+        f"Candidate **{decision.candidate['label']}** against baseline "
+        f"**{decision.baseline['label']}**.",
+        "",
+        *[f"- {reason}" for reason in decision.reasons],
+        "",
+        f"Policy: target `{policy['target'] or 'none'}` (delta {policy['delta']}), "
+        f"epsilon {policy['epsilon']}, test {policy['test']}, alpha {policy['alpha']}.",
+        "",
+        decision_table(decision),
+        "",
+        "![per-metric scores](scores.png)",
+        "",
+        "![differences](differences.png)",
+    ]
+    if decision.others:
+        lines += ["", "## Other baselines (on the target)", ""]
+        for other in decision.others:
+            c = other["comparison"]
+            lines.append(
+                f"- {other['label']}: {fmt(c['baseline'])} vs candidate {fmt(c['candidate'])}"
+                f" (p={c['p_worse']:.3g}){' — beats the candidate' if other['beats_candidate'] else ''}"
+            )
+    return "\n".join(lines) + "\n"
+
+
+def html_report(decision: GateDecision) -> str:
+    verdict = "PROMOTE" if decision.promote else "REJECT"
+    color = "#1a7f37" if decision.promote else "#cf222e"
+    rows = []
+    for r in decision.rows:
+        style = ' style="color:#cf222e;font-weight:bold"' if r.verdict == "regression" else ""
+        cells = [
+            r.metric,
+            str(r.items),
+            fmt(r.baseline),
+            fmt(r.candidate),
+            f"{r.difference:+.3f}",
+            f"[{r.low:+.3f}, {r.high:+.3f}]",
+            r.test,
+            f"{r.p_worse:.3g}",
+            str(r.epsilon),
+        ]
+        tds = "".join(f"<td>{html.escape(c)}</td>" for c in cells)
+        rows.append(f"<tr>{tds}<td{style}>{html.escape(r.verdict)}</td></tr>")
+    reasons = "".join(f"<li>{html.escape(reason)}</li>" for reason in decision.reasons)
+    head = "".join(
+        f"<th>{h}</th>"
+        for h in (
+            "metric",
+            "items",
+            "baseline",
+            "candidate",
+            "difference",
+            "95% interval",
+            "test",
+            "p (worse)",
+            "epsilon",
+            "verdict",
+        )
+    )
+    return f"""<!doctype html>
+<html><head><meta charset="utf-8"><title>Gate: {verdict}</title>
+<style>body{{font-family:sans-serif;max-width:1100px;margin:2em auto}}
+table{{border-collapse:collapse}}td,th{{border:1px solid #ccc;padding:4px 8px;text-align:right}}
+td:first-child{{text-align:left}}</style></head><body>
+<h1 style="color:{color}">Gate: {verdict}</h1>
+<p>Candidate <b>{html.escape(decision.candidate["label"])}</b> against baseline
+<b>{html.escape(decision.baseline["label"])}</b>.</p>
+<ul>{reasons}</ul>
+<table><tr>{head}</tr>{"".join(rows)}</table>
+<p><img src="scores.png" alt="scores"> <img src="differences.png" alt="differences"></p>
+</body></html>
+"""
+
+
+def charts(decision: GateDecision, out_dir: Path) -> None:
+    """scores.png: baseline vs candidate bars per metric; differences.png: the
+    difference with its interval against -epsilon."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rows = decision.rows
+    names = [r.metric.replace("humaneval:", "") for r in rows]
+    x = np.arange(len(rows))
+    fig, ax = plt.subplots(figsize=(max(6, 1.2 * len(rows)), 4))
+    ax.bar(x - 0.2, [r.baseline for r in rows], 0.4, label=decision.baseline["label"])
+    ax.bar(x + 0.2, [r.candidate for r in rows], 0.4, label=decision.candidate["label"])
+    ax.set_xticks(x, names, rotation=30, ha="right")
+    ax.set_ylabel("score (pass@1 / exact match / similarity)")
+    ax.set_title("candidate vs baseline")
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(out_dir / "scores.png", dpi=100)
+    plt.close(fig)
+
+    fig, ax = plt.subplots(figsize=(max(6, 1.2 * len(rows)), 4))
+    diffs = np.array([r.difference for r in rows])
+    errors = np.array([[r.difference - r.low for r in rows], [r.high - r.difference for r in rows]])
+    colors = ["#cf222e" if r.verdict == "regression" else "#1f77b4" for r in rows]
+    ax.bar(x, diffs, color=colors, yerr=errors, capsize=4)
+    for i, r in enumerate(rows):
+        ax.hlines(-r.epsilon, i - 0.4, i + 0.4, colors="gray", linestyles="dashed")
+    ax.axhline(0, color="black", linewidth=0.8)
+    ax.set_xticks(x, names, rotation=30, ha="right")
+    ax.set_ylabel("candidate - baseline (95% interval)")
+    ax.set_title("differences (dashed: -epsilon)")
+    fig.tight_layout()
+    fig.savefig(out_dir / "differences.png", dpi=100)
+    plt.close(fig)
+
+
+def write_report(decision: GateDecision, out_dir: Path) -> Path:
+    """gate.json (written last, atomically: its presence means a complete report),
+    report.md, report.html, scores.png, differences.png."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    if decision.rows:
+        charts(decision, out_dir)
+    (out_dir / "report.md").write_text(markdown(decision), encoding="utf-8")
+    (out_dir / "report.html").write_text(html_report(decision), encoding="utf-8")
+    temp = out_dir / (GATE_FILE + ".tmp")
+    temp.write_text(json.dumps(decision.to_dict(), indent=2) + "\n", encoding="utf-8")
+    os.replace(temp, out_dir / GATE_FILE)
+    return out_dir / GATE_FILE
+
+
+def load_gate(path: Path) -> dict[str, Any]:
+    file = path / GATE_FILE if path.is_dir() else path
+    try:
+        data: dict[str, Any] = json.loads(file.read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError) as exc:
+        raise ValueError(f"{file}: not a gate result ({exc})") from None
+    if data.get("format") != FORMAT or "promote" not in data:
+        raise ValueError(f"{file}: not a gate result written by acepilot gate")
+    return data

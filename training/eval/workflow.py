@@ -1,0 +1,110 @@
+"""Glue shared by `acepilot gate` and `acepilot pipeline`: results for a model, the policy.
+
+`results_for` accepts either an evaluation results directory (summary.json)
+or a model; a model is evaluated into `work_dir/<label>` unless results made
+there earlier for the same model files and settings can be reused (so a gate
+rerun, or a resumed pipeline, does not evaluate the production model again).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from server.errors import AcepilotError
+from server.registry import Registry
+from training.eval.gate import GatePolicy, Results, from_humaneval
+from training.eval.humaneval import SUMMARY, HumanEvalConfig, evaluate, load_summary, settings_key
+from training.eval.models import make_generator, resolve_entry
+
+
+class GateError(AcepilotError):
+    """Gate inputs are missing or not comparable."""
+
+
+def label_of(text: str) -> str:
+    return re.sub(r"[^A-Za-z0-9._@-]+", "_", text.strip("/").split("/")[-1]) or "model"
+
+
+def is_results(path: str) -> bool:
+    return (Path(path).expanduser() / SUMMARY).is_file() or (
+        Path(path).name == SUMMARY and Path(path).is_file()
+    )
+
+
+def cached(out_dir: Path, model: str, registry: Registry, config: HumanEvalConfig) -> bool:
+    """Results in out_dir were made for this model's files with these settings."""
+    try:
+        summary = load_summary(out_dir)
+    except ValueError:
+        return False
+    if summary.get("settings_key") != settings_key(config):
+        return False
+    if model == "canonical":
+        return summary["model"].get("kind") == "canonical"
+    try:
+        entry = resolve_entry(model, registry)
+    except AcepilotError:
+        return False
+    if entry is None:
+        return False  # checkpoints are cheap to mistake; evaluate again
+    return bool(summary["model"].get("files") == entry.files)
+
+
+def results_for(
+    ref: str,
+    label: str,
+    registry: Registry,
+    config: HumanEvalConfig,
+    work_dir: Path,
+    *,
+    threads: int | None = None,
+) -> Results:
+    """A results directory as given, or a model evaluated (or reused) in work_dir/label."""
+    if is_results(ref):
+        path = Path(ref).expanduser()
+        try:
+            summary = load_summary(path)
+        except ValueError as exc:
+            raise GateError(str(exc)) from None
+        return from_humaneval(summary, label, str(path if path.is_dir() else path.parent))
+    out_dir = work_dir / label_of(label)
+    if not cached(out_dir, ref, registry, config):
+        generator = make_generator(ref, registry, threads)
+        evaluate(generator, config, out_dir)
+    return from_humaneval(load_summary(out_dir), label, str(out_dir))
+
+
+def production_ref(registry: Registry, name: str) -> str:
+    """`production` -> NAME@vN (so the label says which version was compared)."""
+    version = registry.production(name)
+    if version is None:
+        raise GateError(
+            f"model {name!r} has no production version in {registry.root}: "
+            "compare against an explicit model or results directory"
+        )
+    return f"{name}@{version}"
+
+
+def load_policy(files: Sequence[str], overrides: Sequence[str]) -> GatePolicy:
+    """Policy config files (plain assignments) then key=value overrides, type-checked."""
+    from training.config import ConfigError, configure
+
+    settings = list(files) + [o if o.startswith("--") else f"--{o}" for o in overrides]
+    try:
+        policy = configure(GatePolicy(), settings)
+        policy.check()
+    except (ConfigError, ValueError) as exc:
+        raise GateError(f"gate policy: {exc}") from None
+    return policy
+
+
+def describe(results: Results) -> dict[str, Any]:
+    return {"label": results.label, "source": results.source, "metrics": sorted(results.metrics)}
+
+
+def dump(data: Any) -> str:
+    return json.dumps(data, indent=2)
