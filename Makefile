@@ -6,7 +6,7 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.acepilot-installed
 EXTRAS := build,train,bench,dev,team,eval
 
-.PHONY: run test venv lint system-deps
+.PHONY: run test venv lint system-deps extension-lint
 
 venv: $(STAMP)
 
@@ -32,5 +32,14 @@ lint: $(STAMP)
 system-deps:
 	bash scripts/install-system-deps.sh
 
-test: lint system-deps
+# The VS Code extension: `npm ci` when package-lock.json changed, then tsc --noEmit
+# (strict) and eslint. Its unit tests (node --test) and the end-to-end test in a
+# real VS Code run under pytest (tests/extension/). Skipped, loudly, without npm.
+extension-lint:
+	@if ! command -v npm >/dev/null; then echo "extension-lint: SKIPPED, npm is not installed (Node 20+)"; exit 0; fi; \
+	if [ ! -f node_modules/.package-lock.json ] || [ package-lock.json -nt node_modules/.package-lock.json ]; then \
+		npm ci --no-audit --no-fund && touch node_modules/.package-lock.json; fi; \
+	npm run lint
+
+test: lint extension-lint system-deps
 	$(VENV)/bin/pytest

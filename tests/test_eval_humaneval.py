@@ -32,10 +32,19 @@ DATA = Path(
 )
 pytestmark = pytest.mark.skipif(not DATA.is_dir(), reason=f"HumanEval-X data not at {DATA}")
 
-# A fixed spread of problems, including the ones whose canonical solutions are known
-# to fail (docs/evaluation.md explains each).
-SAMPLE = (0, 12, 33, 50, 67, 91, 108, 125, 150, 162)
-KNOWN_FAILURES = {"rust": {"Rust/91", "Rust/162"}}
+# A fixed spread of problems, including ones whose canonical solutions are known to
+# fail (docs/evaluation.md explains each): JavaScript/112 is wrong in the dataset,
+# JavaScript/162 needs the npm module js-md5, Rust/50's test uses rand 0.7's API.
+SAMPLE = (0, 12, 22, 33, 50, 67, 91, 112, 125, 162)
+
+
+def known_failures() -> dict[str, set[str]]:
+    known = {"js": {"JavaScript/112", "JavaScript/162"}, "rust": {"Rust/50"}}
+    if not Path("/usr/include/boost/any.hpp").exists():
+        known["cpp"] = {"CPP/22"}  # needs libboost-dev
+    if "ACEPILOT_RUST_EXTERNS" not in find_toolchain("rust").env:
+        known["rust"] |= {"Rust/91", "Rust/162"}  # need the regex and md5 crates
+    return known
 
 
 def test_pass_at_k_known_values() -> None:
@@ -93,7 +102,7 @@ def test_canonical_solutions_pass_on_a_fixed_sample(tmp_path: Path) -> None:
     for language, tasks in summary["per_problem"].items():
         assert len(tasks) == len(SAMPLE), language
         failing = {task for task, (n, c) in tasks.items() if c < n}
-        assert failing == KNOWN_FAILURES.get(language, set()), (language, failing)
+        assert failing == known_failures().get(language, set()), (language, failing)
     records = [json.loads(line) for line in (tmp_path / "samples.jsonl").read_text().splitlines()]
     assert len(records) == len(SAMPLE) * len(available)
     assert {r["status"] for r in records} <= {"passed", "build_failed", "failed"}

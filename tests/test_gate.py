@@ -245,3 +245,41 @@ def test_gate_command_on_results_directories(tmp_path: Path) -> None:
     assert done.returncode == 1, done.stderr
     assert "REJECT" in done.stdout and "humaneval:python regressed" in done.stdout
     assert load_gate(tmp_path / "g")["decision"] == "reject"
+
+
+def test_completion_positions_become_paired_metrics() -> None:
+    """In-domain line completion per position -> per-language and per-domain metrics
+    that the gate pairs (McNemar for exact match, bootstrap for similarity)."""
+    from training.eval.indomain import completion_metrics
+
+    def result(exact: list[int]) -> dict[str, object]:
+        return {
+            "items": [
+                {
+                    "id": f"app/f{i}.vue:{i}:1",
+                    "language": "vue" if i % 2 else "typescript",
+                    "domain": "app",
+                    "exact_match": float(e),
+                    "edit_similarity": 0.5 + 0.5 * e,
+                }
+                for i, e in enumerate(exact)
+            ]
+        }
+
+    base = completion_metrics(result([0] * 200))
+    better = completion_metrics(result([1 if i % 2 and i < 120 else 0 for i in range(200)]))
+    assert set(base) == {
+        f"completion:{group}:{measure}"
+        for group in ("vue", "typescript", "domain:app")
+        for measure in ("exact_match", "edit_similarity")
+    }
+    assert len(base["completion:vue:exact_match"]) == 100
+    cand = Results("cand", better, settings_key="k")
+    prod = Results("prod", base, settings_key="k")
+    decision = decide(cand, prod, GatePolicy(target="completion:vue:exact_match", delta=0.3))
+    assert decision.promote, decision.reasons
+    rows = {r.metric: r for r in decision.rows}
+    assert rows["completion:vue:exact_match"].test == "mcnemar"
+    assert rows["completion:vue:exact_match"].difference == pytest.approx(0.6)
+    assert rows["completion:vue:edit_similarity"].test == "bootstrap"
+    assert rows["completion:typescript:exact_match"].verdict == "no change"

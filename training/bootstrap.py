@@ -106,7 +106,7 @@ class BootstrapConfig:
     n_positions: int = 512
     seq_len: int = 256
     # training (training/finetune/train.py)
-    steps: int = 700
+    steps: int = 450
     micro_batch: int = 16
     learning_rate: float = 4e-3
     min_lr: float = 4e-4

@@ -31,6 +31,7 @@ import hashlib
 import json
 import logging
 import os
+import shutil
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -61,12 +62,8 @@ class PipelineConfig:
     registry: str = ""  # registry directory ("" = $ACEPILOT_REGISTRY, else the default)
     work_dir: str = "pipeline-run"  # markers and every stage's output
     init_from: str = ""  # base checkpoint (Hugging Face directory) to fine-tune
-    corpus: list = field(
-        default_factory=list
-    )  # `acepilot train corpus` settings: config files, --key=value
-    finetune: list = field(
-        default_factory=list
-    )  # `acepilot train finetune` settings (init_from, data_dir, out_dir are set here)
+    corpus: list = field(default_factory=list)  # `train corpus` settings: files, --key=value
+    finetune: list = field(default_factory=list)  # `train finetune` settings (no init_from...)
     precision: str = "int4"  # build precision of the candidate (what is evaluated and served)
     device: str = "cpu"  # build target device
     eval_data: str = ""  # HumanEval-X source ("" = $ACEPILOT_HUMANEVAL_X, else THUDM/humaneval-x)
@@ -77,6 +74,7 @@ class PipelineConfig:
     eval_limit: int = 0  # problems per language (0 = all 164)
     eval_workers: int = 2  # parallel sandboxed executions
     eval_timeout: float = 10.0  # seconds per test run
+    completion_positions: int = 0  # line completion on held-out repos (0 = off)
     gate: list = field(default_factory=list)  # gate policy: config files and key=value overrides
     progress: bool = True  # progress bars
 
@@ -277,38 +275,65 @@ class Pipeline:
         return str(entry.path)
 
     def evaluate(self) -> dict[str, Any]:
-        from training.eval.workflow import results_for
-
-        config = self.eval_config()
-        registry = self.registry()
-        work = self.work / "evaluations"
-        candidate = results_for(self.outputs("build")["entry"], "candidate", registry, config, work)
+        candidate = self.results(self.outputs("build")["entry"], "candidate")
         base_ref = self.baseline_ref()
-        baseline = results_for(base_ref, "baseline", registry, config, work)
+        baseline = self.results(base_ref, "baseline")
         return {
             "candidate": candidate.source,
             "baseline": baseline.source,
             "baseline_model": base_ref,
         }
 
+    def results(self, ref: str, label: str) -> Any:
+        from training.eval.workflow import results_for
+
+        return results_for(
+            ref,
+            label,
+            self.registry(),
+            self.eval_config(),
+            self.work / "evaluations",
+            completion=self.completion_settings(),
+        )
+
+    def completion_settings(self) -> Any:
+        """The held-out repositories' files (the corpus's validation split), written out
+        as a tree, for in-domain line completion; None when switched off."""
+        if self.config.completion_positions <= 0:
+            return None
+        import gzip
+
+        from training.eval.indomain import CompletionSettings
+
+        corpus = Path(self.outputs("corpus")["corpus"])
+        held_out = self.work / "heldout"
+        if not held_out.is_dir():
+            temp = self.work / "heldout.partial"
+            shutil.rmtree(temp, ignore_errors=True)
+            temp.mkdir(parents=True)
+            with gzip.open(corpus / "validation_files.jsonl.gz", "rt", encoding="utf-8") as f:
+                for line in f:
+                    doc = json.loads(line)
+                    repo = Path(str(doc["repo"])).name or "repo"
+                    target = (temp / repo / str(doc["path"])).resolve()
+                    if not target.is_relative_to(temp.resolve()):
+                        continue  # a path that would leave the tree
+                    target.parent.mkdir(parents=True, exist_ok=True)
+                    target.write_text(doc["text"], encoding="utf-8")
+            os.replace(temp, held_out)
+        return CompletionSettings((str(held_out),), self.config.completion_positions)
+
     def gate(self) -> dict[str, Any]:
-        from training.eval.gate import decide, from_humaneval, write_report
-        from training.eval.humaneval import load_summary
+        from training.eval.gate import decide, write_report
         from training.eval.workflow import load_policy
 
         outputs = self.outputs("evaluate")
         files = [s for s in self.config.gate if "=" not in str(s)]
         overrides = [s for s in self.config.gate if "=" in str(s)]
         policy = load_policy(files, overrides)
-        candidate = from_humaneval(
-            load_summary(Path(outputs["candidate"])), "candidate", outputs["candidate"]
-        )
-        label = (
-            Path(outputs["baseline_model"]).parent.name + "@" + Path(outputs["baseline_model"]).name
-        )
-        baseline = from_humaneval(
-            load_summary(Path(outputs["baseline"])), label, outputs["baseline"]
-        )
+        candidate = self.results(outputs["candidate"], "candidate")
+        base = Path(outputs["baseline_model"])
+        baseline = self.results(outputs["baseline"], f"{base.parent.name}@{base.name}")
         decision = decide(candidate, baseline, policy)
         write_report(decision, self.work / "gate")
         return {

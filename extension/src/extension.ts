@@ -111,20 +111,23 @@ class AcepilotClient implements vscode.Disposable {
       }),
     );
     this.watchPythonExtension();
-    void this.restart(); // not awaited: activation must not wait for the model to load
+    // not awaited: activation must not wait for the model to load
+    this.restart().catch((error: unknown) => {
+      this.fail(`Acepilot: starting the language server failed (${String(error)}).`);
+    });
   }
 
   // ---- lifecycle -----------------------------------------------------------------
 
   /** Stop the server (if any) and start a new one; calls are serialized. */
   restart(): Promise<void> {
-    this.queue = this.queue.then(
-      async () => {
+    // a failed earlier restart must not stop this one from running
+    this.queue = this.queue
+      .catch(() => undefined)
+      .then(async () => {
         await this.stopClient();
         await this.startClient();
-      },
-      () => undefined,
-    );
+      });
     return this.queue;
   }
 

@@ -8,7 +8,8 @@ One module per stage of a completion (see docs/lsp.md):
     prompt       header + neighbouring-tab snippets + prefix (+ FIM suffix) to a budget
     postprocess  single- vs multi-line, cut at the end of the block, suffix overlap
     cache        typing-ahead and the LRU cache of model outputs
-    backends     local engine (onnxruntime, off the event loop) or remote HTTP
+    backends     local engine (onnxruntime, off the event loop) or remote HTTP (streamed)
+    stats        `acepilot/stats` counters; acceptance telemetry and its forwarding
     logs         logging that never writes document text at the default level
     server       the pygls server wiring these together (`acepilot serve`)
 

@@ -282,7 +282,11 @@ class DocumentStore:
                 return document
             pending = pending[full[-1] :]
             document.stale = False
-        elif version is not None and version <= document.version:
+        elif (
+            version is not None
+            and version <= document.version
+            and not any(change.start is None for change in pending)  # a full text is safe
+        ):
             document.stale = True
             raise DocumentError(
                 f"version {version} does not follow {document.version} (a change was lost or reordered)"

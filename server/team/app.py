@@ -508,8 +508,14 @@ class TeamServer:
 
         abandoned = False  # the client closed the stream: nobody reads `updates` any more
         delivered = False  # the finished ticket was put into `updates`
+        consumed = False  # ... and the stream read it (and observed it)
+        settled = False
 
         def settle(ticket: BatchTicket) -> None:
+            nonlocal settled
+            if settled:
+                return
+            settled = True
             if ticket.result is not None and ticket.error is None:
                 self.observe(name, ticket, ticket.result)
             release()
@@ -525,9 +531,20 @@ class TeamServer:
         def on_done(ticket: BatchTicket) -> None:
             loop.call_soon_threadsafe(done_in_loop, ticket)
 
-        def abandon() -> None:
-            """Stop generating for a client that closed the stream (see `_stream`)."""
+        def consume() -> None:
+            nonlocal consumed
+            consumed = True
+
+        def close_stream() -> None:
+            """The stream ended, read to the end or not; safe to call twice, never awaits.
+
+            A stream the client closed early stops the generation; its clean-up
+            (metrics, release) runs when the scheduler reports the end.
+            """
             nonlocal abandoned
+            if consumed:
+                release()
+                return
             abandoned = True
             ticket.cancel.set()
             if delivered:  # finished, but its result sits unread in `updates`
@@ -559,10 +576,9 @@ class TeamServer:
             "system_fingerprint": f"{self.manager.name}-{served.version}",
         }
         if completion.stream:
-            return StreamingResponse(
-                self._stream(name, ticket, updates, meta, completion, release, abandon),
-                media_type="text/event-stream",
-                headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
+            return ClosingStream(
+                self._stream(name, ticket, updates, meta, completion, consume, close_stream),
+                close_stream,
             )
         watcher = asyncio.ensure_future(watch_disconnect(request, ticket))
         try:
@@ -637,14 +653,15 @@ class TeamServer:
         updates: asyncio.Queue[str | BatchTicket],
         meta: dict[str, Any],
         completion: CompletionRequest,
-        release: Callable[[], None],
-        abandon: Callable[[], None],
+        consume: Callable[[], None],
+        close: Callable[[], None],
     ) -> AsyncIterator[bytes]:
         """Server-sent events; Starlette cancels this generator when the client disconnects.
 
         A cancelled generator cannot await any more (anyio re-cancels every
-        await), so an abandoned stream hands its clean-up to the on_done
-        callback instead of waiting for the scheduler here.
+        await), so `close` never waits: an abandoned stream hands its clean-up
+        to the on_done callback. `ClosingStream` calls `close` too, for a
+        generator cancelled before it ever ran.
         """
 
         def chunk(text: str, finish: str | None) -> bytes:
@@ -655,14 +672,13 @@ class TeamServer:
             }
             return b"data: " + json.dumps(body).encode() + b"\n\n"
 
-        finished = False
         try:
             while True:
                 item = await updates.get()
                 if isinstance(item, BatchTicket):
                     break
                 yield chunk(item, None)
-            finished = True
+            consume()
             try:
                 result = self._finished(name, ticket)
             except ApiError as exc:
@@ -680,10 +696,30 @@ class TeamServer:
                 yield b"data: " + json.dumps(body).encode() + b"\n\n"
             yield b"data: [DONE]\n\n"
         finally:
-            if finished:
-                release()
-            else:
-                abandon()
+            close()
+
+
+class ClosingStream(StreamingResponse):
+    """A server-sent events response that always runs `on_close` when it ends.
+
+    Starlette may cancel the response before the body generator ever started
+    (the client left at once); the generator's own `finally` would then never
+    run, and the generation would go on for nobody.
+    """
+
+    def __init__(self, content: AsyncIterator[bytes], on_close: Callable[[], None]) -> None:
+        super().__init__(
+            content,
+            media_type="text/event-stream",
+            headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
+        )
+        self.on_close = on_close
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        try:
+            await super().__call__(scope, receive, send)
+        finally:
+            self.on_close()
 
 
 async def watch_disconnect(request: Request, ticket: BatchTicket) -> None:

@@ -7,8 +7,8 @@ activates, its status bar item reaches "ready", typing shows ghost text
 process answers for the same document state (tests/extension/expected.py),
 Tab inserts exactly that text into the document (read back from disk after
 saving), the acceptance reaches the server's statistics through the items'
-command (`acepilot.accepted` -> `acepilot/telemetry`), a server killed
-mid-session is restarted and completions resume; and with a Python that has
+command (`acepilot.accepted` -> `acepilot/telemetry`), clicking the status
+bar item turns completions off and on, a server killed mid-session is restarted and completions resume; and with a Python that has
 no acepilot the user sees the error with the install command.
 
 The installs are inside the test and cached between runs, outside the
@@ -148,6 +148,7 @@ def drive(
         # no model or registry from the environment: only what the settings say
         "env": {"ACEPILOT_REGISTRY": str(registry)},
     }
+    workdir.mkdir(parents=True, exist_ok=True)
     (workdir / "config.json").write_text(json.dumps(config))
     env = {k: v for k, v in os.environ.items() if k != "ACEPILOT_MODEL"}
     proc = subprocess.run(
@@ -224,7 +225,10 @@ def test_ghost_text_tab_telemetry_and_restart(
     assert int(stats.group(1)) >= 1
     assert int(stats.group(2)) == 1
 
-    # 3. Killed mid-session: a new server process, ready again, and completions resume.
+    # 3. The status bar item toggled completions off (and on again: the run went on).
+    assert result["toggledOff"] == "Acepilot disabled"
+
+    # 4. Killed mid-session: a new server process, ready again, and completions resume.
     assert result["secondPids"] and result["secondPids"][0] != result["killed"]
     before_second: str = result["beforeSecond"]
     assert before_second == after_tab + " "

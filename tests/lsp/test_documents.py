@@ -204,3 +204,11 @@ def test_failed_change_makes_the_document_stale_until_full_text() -> None:
     with pytest.raises(DocumentError):
         store.change("u", 5, [Change("z", (0, 0), (0, 0))])  # the version did not increase
     assert doc.stale and doc.text == "new\n!"
+
+
+def test_full_text_is_accepted_at_any_version() -> None:
+    """The extension's resync answer repeats the current version: never a new staleness."""
+    store = DocumentStore()
+    doc = store.open("u", "python", 3, "a")
+    store.change("u", 3, [Change("b")])
+    assert doc.text == "b" and not doc.stale

@@ -60,6 +60,18 @@ def register(subparsers: argparse._SubParsersAction[Any]) -> None:
         "--set", action="append", default=[], metavar="KEY=VALUE", help="override a policy field"
     )
     parser.add_argument("--out", type=Path, required=True, help="report directory")
+    parser.add_argument(
+        "--completion",
+        action="append",
+        default=[],
+        type=Path,
+        metavar="PATH",
+        help="held-out code (files/dirs, repeatable): also compare in-domain line completion "
+        "per position (metrics completion:<language>:exact_match, ...); models must be built",
+    )
+    parser.add_argument(
+        "--completion-positions", type=int, default=200, help="cursor positions (200)"
+    )
     parser.add_argument("--registry", type=Path, help="registry directory")
     from training.eval.models import add_eval_arguments
 
@@ -69,7 +81,7 @@ def register(subparsers: argparse._SubParsersAction[Any]) -> None:
 
 def run_gate(args: argparse.Namespace) -> int:
     from server.registry import Registry
-    from training.eval.gate import decide, decision_table, write_report
+    from training.eval.gate import Results, decide, decision_table, write_report
     from training.eval.models import eval_config, resolve_entry
     from training.eval.workflow import (
         GateError,
@@ -92,16 +104,27 @@ def run_gate(args: argparse.Namespace) -> int:
             raise GateError("--against production needs --name (the registry model)")
         against = production_ref(registry, name)
     work = args.out / "evaluations"
-    candidate = results_for(
-        args.candidate, "candidate", registry, config, work, threads=args.threads
-    )
-    baseline = results_for(against, against, registry, config, work, threads=args.threads)
+    completion = None
+    if args.completion:
+        from training.eval.indomain import CompletionSettings
+
+        completion = CompletionSettings(
+            tuple(str(p) for p in args.completion), args.completion_positions, args.seed
+        )
+
+    def results(ref: str, label: str) -> Results:
+        return results_for(
+            ref, label, registry, config, work, threads=args.threads, completion=completion
+        )
+
+    candidate = results(args.candidate, "candidate")
+    baseline = results(against, against)
     others = []
     for item in args.baseline:
         label, sep, ref = item.partition("=")
         if not sep or not label or not ref:
             raise GateError(f"--baseline takes LABEL=REF, got {item!r}")
-        others.append(results_for(ref, label, registry, config, work, threads=args.threads))
+        others.append(results(ref, label))
     try:
         decision = decide(candidate, baseline, policy, others)
     except ValueError as exc:

@@ -48,25 +48,22 @@ import numpy as np
 
 GATE_FILE = "gate.json"
 FORMAT = 1
+GUARDED = ("humaneval:*", "completion:*:exact_match")
 VERDICTS = ("improved", "no change", "drop within epsilon", "drop within noise", "regression")
 
 
 @dataclass(frozen=True)
 class GatePolicy:
-    target: str = ""  # metric that must improve, e.g. "humaneval:js" or "completion:vue:exact_match"; "" = none
+    target: str = ""  # metric that must improve, e.g. "humaneval:js"; "" = none
     delta: float = 0.0  # minimum absolute improvement of the target (0.02 = 2 points)
     require_significant_gain: bool = True  # the target's gain must also pass the paired test
     epsilon: float = 0.02  # largest tolerated absolute drop of a guarded metric
     epsilon_per_metric: dict = field(default_factory=dict)  # {"humaneval:rust": 0.05, ...}
-    guarded: list = field(
-        default_factory=lambda: ["humaneval:*", "completion:*:exact_match"]
-    )  # fnmatch patterns of metrics that must not regress
+    guarded: list = field(default_factory=lambda: list(GUARDED))  # must not regress (fnmatch)
     required: list = field(default_factory=list)  # metrics that must be present on both sides
     test: str = "auto"  # "mcnemar", "bootstrap" or "auto" (McNemar for 0/1 scores)
     alpha: float = 0.05  # one-sided significance level
-    block_if_baseline_better: bool = (
-        True  # another baseline significantly better on the target blocks
-    )
+    block_if_baseline_better: bool = True  # a better --baseline on the target blocks
     bootstrap_replicates: int = 10000  # paired bootstrap replicates
     seed: int = 0  # bootstrap seed
 

@@ -25,6 +25,7 @@ back; Python uses the Codex paper's stop sequences.
 from __future__ import annotations
 
 import ctypes.util
+import hashlib
 import json
 import logging
 import os
@@ -32,6 +33,7 @@ import re
 import shutil
 import signal
 import subprocess
+import tempfile
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from functools import cache
@@ -168,6 +170,8 @@ def _cpp() -> Toolchain:
     )
     if not crypto:
         notes.append("libcrypto (libssl-dev) not found: task CPP/162 (MD5) cannot link")
+    if not Path("/usr/include/boost/any.hpp").exists():
+        notes.append("boost headers (libboost-dev) not found: CPP/22 and CPP/137 cannot compile")
     return Toolchain(
         "cpp", {"g++": gxx}, env={"ACEPILOT_LINK_CRYPTO": "1" if crypto else ""}, notes=tuple(notes)
     )
@@ -242,12 +246,100 @@ def _rust() -> Toolchain:
     real = Path(sysroot) / "bin" / "rustc"
     if not real.is_file():
         real = Path(rustc).resolve()
-    notes = [version_of([str(real), "--version"])]
-    notes.append(
-        "crates rand, regex, md5 are not available offline: their `use` lines are dropped; "
-        "Rust/91 and Rust/162 cannot pass"
+    version = version_of([str(real), "--version"])
+    notes = [version]
+    env: dict[str, str] = {}
+    try:
+        externs = rust_crates(str(real), version)
+    except RuntimeError as exc:
+        externs = None
+        notes.append(str(exc))
+    if externs is None:
+        notes.append(
+            "crates rand, regex, md5 unavailable (install librust-rand-dev librust-regex-dev "
+            "librust-md5-dev and cargo): their `use` lines are dropped and Rust/38, 50, 53, "
+            "91, 162 (whose solutions or tests use them) cannot pass"
+        )
+    else:
+        env["ACEPILOT_RUST_EXTERNS"] = json.dumps(externs)
+        notes.append(f"crates {', '.join(sorted(externs['crates']))} from {externs['registry']}")
+    return Toolchain("rust", {"rustc": str(real)}, env=env, notes=tuple(notes))
+
+
+RUST_DEPS_MANIFEST = """\
+[package]
+name = "acepilot-humaneval-deps"
+version = "0.1.0"
+edition = "2021"
+
+[dependencies]
+rand = "0.8"
+regex = { version = "1", default-features = false, features = ["std", "unicode"] }
+md5 = "0.7"
+"""
+
+
+def rust_crates(rustc: str, version: str) -> dict[str, Any] | None:
+    """Compile rand, regex and md5 once from a local crate directory (Debian's
+    /usr/share/cargo/registry, or $ACEPILOT_CARGO_REGISTRY) into a cache, for
+    `rustc --extern`. None when the crates or cargo are not there. The crates
+    are system packages, built without network (cargo --offline)."""
+    registry = Path(os.environ.get("ACEPILOT_CARGO_REGISTRY", "/usr/share/cargo/registry"))
+    cargo = which("cargo")
+    names = sorted(p.name for p in registry.glob("*")) if registry.is_dir() else []
+    if cargo is None or not all(any(n.startswith(c + "-") for n in names) for c in RUST_CRATE_USES):
+        return None
+    key = hashlib.sha256(f"{version}\n{names}\n{RUST_DEPS_MANIFEST}".encode()).hexdigest()[:16]
+    cache = (
+        Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
+        / "acepilot"
+        / "humaneval-rust-deps"
+        / key
     )
-    return Toolchain("rust", {"rustc": str(real)}, notes=tuple(notes))
+    record = cache / "externs.json"
+    if not record.is_file():
+        cache.parent.mkdir(parents=True, exist_ok=True)
+        work = Path(tempfile.mkdtemp(prefix=".build-", dir=cache.parent))
+        (work / "src").mkdir()
+        (work / "src" / "lib.rs").write_text("")
+        (work / "Cargo.toml").write_text(RUST_DEPS_MANIFEST)
+        (work / ".cargo").mkdir()
+        (work / ".cargo" / "config.toml").write_text(
+            f'[source.crates-io]\nreplace-with = "local"\n[source.local]\ndirectory = "{registry}"\n'
+        )
+        env = {**os.environ, "CARGO_HOME": str(work / ".cargo-home"), "RUSTC": rustc}
+        log.warning("building the Rust crates HumanEval-X needs (rand, regex, md5), once")
+        done = subprocess.run(
+            [cargo, "build", "--offline", "--quiet"],
+            cwd=work,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=900,
+            check=False,
+        )
+        if done.returncode != 0:
+            shutil.rmtree(work, ignore_errors=True)
+            raise RuntimeError(f"cannot build the Rust crates: {done.stderr.strip()[-500:]}")
+        deps = work / "target" / "debug" / "deps"
+        crates = {}
+        for crate in RUST_CRATE_USES:
+            found = sorted(deps.glob(f"lib{crate}-*.rlib"))
+            if not found:
+                raise RuntimeError(f"cargo built no lib{crate}*.rlib")
+            crates[crate] = str(cache / "target" / "debug" / "deps" / found[0].name)
+        data = {
+            "crates": crates,
+            "deps": str(cache / "target" / "debug" / "deps"),
+            "registry": str(registry),
+        }
+        (work / "externs.json").write_text(json.dumps(data))
+        try:
+            os.rename(work, cache)
+        except OSError:  # another process finished first: use theirs
+            shutil.rmtree(work, ignore_errors=True)
+    result: dict[str, Any] = json.loads(record.read_text())
+    return result
 
 
 # ---------------------------------------------------------------------------
@@ -272,8 +364,14 @@ def finish_completion(language: str, text: str, finish_reason: str) -> str:
     return text
 
 
-def program(language: str, problem: Mapping[str, Any], completion: str) -> dict[str, str]:
-    """The files of the test program: prompt + completion + tests, per CodeGeeX."""
+def program(
+    language: str,
+    problem: Mapping[str, Any],
+    completion: str,
+    crates: frozenset[str] = frozenset(),
+) -> dict[str, str]:
+    """The files of the test program: prompt + completion + tests, per CodeGeeX.
+    `crates`: the Rust crates available (their `use` lines are kept)."""
     prompt = generation_prompt(language, problem)
     test = str(problem["test"])
     if language == "python":
@@ -300,8 +398,9 @@ def program(language: str, problem: Mapping[str, Any], completion: str) -> dict[
         return {"main_test.go": setup + "\n" + block + "\n" + body + completion + "\n" + test}
     if language == "rust":
         source = prompt + completion + "\n" + test
-        for use in RUST_CRATE_USES.values():
-            source = source.replace(use + "\n", "")
+        for crate, use in RUST_CRATE_USES.items():
+            if crate not in crates:
+                source = source.replace(use + "\n", "")
         return {"main.rs": source}
     raise ValueError(f"unknown language {language!r}")
 
@@ -342,7 +441,8 @@ def execute(
     language = toolchain.language
     if toolchain.missing:
         raise RuntimeError(f"{language} cannot run here: {toolchain.missing}")
-    files = program(language, problem, completion)
+    externs = json.loads(toolchain.env.get("ACEPILOT_RUST_EXTERNS") or "{}")
+    files = program(language, problem, completion, frozenset(externs.get("crates", {})))
     with sandbox.workspace(slot) as space:
         for name, text in files.items():
             (space.work / name).write_text(text, encoding="utf-8")
@@ -383,8 +483,13 @@ def build_command(toolchain: Toolchain) -> list[str] | None:
     if language == "go":
         return [tools["go"], "test", "-c", "-vet=off", "-o", "main.test", "main_test.go"]
     if language == "rust":
+        externs = json.loads(toolchain.env.get("ACEPILOT_RUST_EXTERNS") or "{}")
+        linked = [f"--extern={name}={path}" for name, path in externs.get("crates", {}).items()]
+        if linked:
+            linked.append(f"-Ldependency={externs['deps']}")
         return [
             tools["rustc"],
+            *linked,
             "--edition",
             "2021",
             "--test",

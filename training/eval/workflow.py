@@ -16,9 +16,17 @@ from typing import Any
 
 from server.errors import AcepilotError
 from server.registry import Registry
-from training.eval.gate import GatePolicy, Results, from_humaneval
+from training.eval.gate import GatePolicy, Results, from_humaneval, merge
 from training.eval.humaneval import SUMMARY, HumanEvalConfig, evaluate, load_summary, settings_key
+from training.eval.indomain import (
+    COMPLETION_FILE,
+    CompletionSettings,
+    completion_metrics,
+    evaluate_completion,
+)
 from training.eval.models import make_generator, resolve_entry
+
+POLICIES = Path(__file__).with_name("policies")  # named policies: --policy default, vue
 
 
 class GateError(AcepilotError):
@@ -62,20 +70,42 @@ def results_for(
     work_dir: Path,
     *,
     threads: int | None = None,
+    completion: CompletionSettings | None = None,
 ) -> Results:
-    """A results directory as given, or a model evaluated (or reused) in work_dir/label."""
+    """A results directory as given, or a model evaluated (or reused) in work_dir/label.
+    With `completion`, in-domain line-completion metrics are added (see indomain.py)."""
     if is_results(ref):
         path = Path(ref).expanduser()
+        path = path if path.is_dir() else path.parent
         try:
             summary = load_summary(path)
         except ValueError as exc:
             raise GateError(str(exc)) from None
-        return from_humaneval(summary, label, str(path if path.is_dir() else path.parent))
+        results = from_humaneval(summary, label, str(path))
+        if completion is not None:
+            file = path / COMPLETION_FILE
+            if not file.is_file():
+                raise GateError(f"{path}: no {COMPLETION_FILE}; evaluate the model instead")
+            data = json.loads(file.read_text(encoding="utf-8"))
+            if data.get("settings_key") != completion.key():
+                raise GateError(f"{file}: made with other line-completion settings")
+            results = merge(results, Results(label, completion_metrics(data)))
+        return results
     out_dir = work_dir / label_of(label)
     if not cached(out_dir, ref, registry, config):
         generator = make_generator(ref, registry, threads)
         evaluate(generator, config, out_dir)
-    return from_humaneval(load_summary(out_dir), label, str(out_dir))
+    results = from_humaneval(load_summary(out_dir), label, str(out_dir))
+    if completion is not None:
+        entry = resolve_entry(ref, registry)
+        if entry is None:
+            raise GateError(
+                f"{ref}: in-domain completion is measured on a built model (registry entry); "
+                "build the checkpoint first"
+            )
+        data = evaluate_completion(entry, completion, out_dir, progress=config.progress)
+        results = merge(results, Results(label, completion_metrics(data)))
+    return results
 
 
 def production_ref(registry: Registry, name: str) -> str:
@@ -93,7 +123,8 @@ def load_policy(files: Sequence[str], overrides: Sequence[str]) -> GatePolicy:
     """Policy config files (plain assignments) then key=value overrides, type-checked."""
     from training.config import ConfigError, configure
 
-    settings = list(files) + [o if o.startswith("--") else f"--{o}" for o in overrides]
+    named = [str(POLICIES / f"{f}.py") if (POLICIES / f"{f}.py").is_file() else f for f in files]
+    settings = named + [o if o.startswith("--") else f"--{o}" for o in overrides]
     try:
         policy = configure(GatePolicy(), settings)
         policy.check()

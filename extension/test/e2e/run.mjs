@@ -11,8 +11,8 @@
 // Scenarios:
 //   "complete": wait for "Acepilot ready", open main.py, go to the end of the
 //     file and type config.type1, read the ghost text and the cursor position,
-//     Tab, save, read the file, read the statistics (Acepilot: Show Statistics);
-//     kill the server process, wait for the restarted
+//     Tab, save, read the file, read the statistics (Acepilot: Show Statistics),
+//     click the status bar item twice (disabled, ready); kill the server process, wait for the restarted
 //     one to be ready, type config.type2 at the end, read the ghost text,
 //     Escape, save, read the file.
 //   "missing": the configured Python has no acepilot: read the error toast
@@ -321,6 +321,13 @@ async function complete(page, label, shoot) {
   await shoot("accepted");
   result.stats = await runCommandForToast(page, "Acepilot: Show Statistics", "Acepilot statistics:");
   step("statistics", { stats: result.stats });
+  // The status bar item toggles completions off and on.
+  await page.locator('#workbench\\.parts\\.statusbar [aria-label="Acepilot ready"]').first().click();
+  await waitLabel(label, "Acepilot disabled", SHORT);
+  result.toggledOff = await label();
+  await page.locator('#workbench\\.parts\\.statusbar [aria-label="Acepilot disabled"]').first().click();
+  await waitLabel(label, "Acepilot ready", SHORT);
+  step("toggled off and on from the status bar");
 
   // The server dies mid-session: the extension restarts it and completions resume.
   const victims = serverPids();

@@ -1,0 +1,394 @@
+"""Team-server load benchmark (not a test): simulated developers typing against one server.
+
+Each simulated developer replays a typing session on a real source file: the
+prompt is the file from a fixed start up to the cursor, the cursor advances a
+few characters per keystroke burst, one completion request is sent (and
+awaited) per burst, then the developer pauses. For each developer count the
+load runs for a fixed duration against a real `acepilot team-server` process,
+once with batching on (--max-batch = the largest count) and once with it off
+(--max-batch 1); both keep per-user KV reuse, so the ratio isolates batching.
+
+Reported per (mode, developers): completed requests/s, latency p50/p95/p99,
+completion tokens/s, mean decode batch size (from the server's /metrics),
+errors (non-200 answers and transport failures); then ratios batched/unbatched.
+The model is the 350M-shape int4 CodeGen with random weights that
+bench/engine.py builds and caches (speed does not depend on weight values).
+
+    .venv/bin/python bench/team_load.py                        # 1 4 16 32 devs, 60 s each
+    .venv/bin/python bench/team_load.py --devs 16 --duration 30 --markdown out.md
+"""
+
+# ruff: noqa: E402  (sys.path is fixed before the other imports, see below)
+from __future__ import annotations
+
+import sys
+from os.path import abspath, dirname
+
+# Run as a script, this directory comes first on sys.path, where bench/typing.py
+# (the typing-replay benchmark) would shadow the standard library's typing module.
+sys.path[:] = [p for p in sys.path if abspath(p or ".") != dirname(abspath(__file__))]
+
+import argparse
+import asyncio
+import os
+import random
+import signal
+import socket
+import subprocess
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+import httpx
+
+from bench.engine import DEFAULT_CACHE, ensure_artifact, ensure_checkpoint
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+@dataclass
+class Developer:
+    """One simulated developer: a file, a fixed prompt start, a cursor that moves on."""
+
+    name: str
+    token: str
+    text: str
+    start: int
+    cursor: int
+    rng: random.Random
+
+    def next_prompt(self) -> str:
+        self.cursor += self.rng.randint(2, 8)  # a burst of keystrokes
+        if self.cursor >= len(self.text):
+            self.cursor = self.start + 200
+        return self.text[self.start : self.cursor]
+
+
+@dataclass
+class Round:
+    mode: str
+    devs: int
+    duration: float
+    latencies: list[float] = field(default_factory=list)
+    tokens: int = 0
+    errors: int = 0
+    error_kinds: dict[str, int] = field(default_factory=dict)
+    batch_mean: float = 0.0
+
+    def row(self) -> dict[str, float]:
+        ordered = sorted(self.latencies)
+
+        def pct(p: float) -> float:
+            if not ordered:
+                return float("nan")
+            return ordered[min(len(ordered) - 1, round(p / 100 * (len(ordered) - 1)))]
+
+        return {
+            "rps": len(ordered) / self.duration,
+            "p50": pct(50),
+            "p95": pct(95),
+            "p99": pct(99),
+            "tps": self.tokens / self.duration,
+            "batch": self.batch_mean,
+            "errors": float(self.errors),
+            "requests": float(len(ordered)),
+        }
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def source_texts() -> list[str]:
+    """Real Python files to type: the standard library sample the tiny models train on."""
+    from training.tiny import code_sample_files
+
+    texts = []
+    for path in code_sample_files().train:
+        text = Path(path).read_text(errors="replace")
+        if len(text) > 6000:
+            texts.append(text)
+    return texts
+
+
+def metric_values(text: str) -> dict[str, float]:
+    values: dict[str, float] = {}
+    for line in text.splitlines():
+        if line and not line.startswith("#"):
+            key, _, value = line.rpartition(" ")
+            values[key] = float(value)
+    return values
+
+
+class Server:
+    """A team-server process on loopback with its own token database."""
+
+    def __init__(
+        self, registry: Path, model: str, max_batch: int, args: argparse.Namespace
+    ) -> None:
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.dir = Path(tempfile.mkdtemp(prefix="team-load-"))
+        self.db = self.dir / "tokens.sqlite3"
+        command = [
+            sys.executable, "-m", "server.cli", "team-server",
+            "--registry", str(registry), "--model", model, "--tokens-db", str(self.db),
+            "--port", str(self.port), "--max-batch", str(max_batch),
+            "--kv-memory", args.kv_memory, "--max-queue", "1024", "--deadline", "600",
+            "--rate", "1000", "--burst", "1000", "--max-tokens", str(args.max_tokens),
+        ]  # fmt: skip
+        if args.threads:
+            command += ["--threads", str(args.threads)]
+        self.log = (self.dir / "server.log").open("wb")
+        self.process = subprocess.Popen(
+            command, stdout=self.log, stderr=subprocess.STDOUT, cwd=ROOT
+        )
+
+    def tokens(self, count: int) -> list[str]:
+        from server.team.tokens import TokenStore
+
+        store = TokenStore(self.db)
+        return [store.create(f"dev-{i}") for i in range(count)]
+
+    def wait_ready(self, timeout: float = 600) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise SystemExit((self.dir / "server.log").read_text()[-3000:])
+            try:
+                if httpx.get(self.url + "/readyz", timeout=2).status_code == 200:
+                    return
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.2)
+        raise SystemExit("the team server did not become ready")
+
+    def metrics(self) -> dict[str, float]:
+        return metric_values(httpx.get(self.url + "/metrics", timeout=30).text)
+
+    def stop(self) -> None:
+        self.process.send_signal(signal.SIGTERM)
+        try:
+            self.process.wait(30)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+        self.log.close()
+
+
+async def developer_loop(
+    dev: Developer,
+    http: httpx.AsyncClient,
+    url: str,
+    result: Round,
+    end: float,
+    args: argparse.Namespace,
+) -> None:
+    while time.monotonic() < end:
+        prompt = dev.next_prompt()
+        body = {
+            "prompt": prompt,
+            "max_tokens": args.max_tokens,
+            "temperature": 0,
+            "stop": ["\n\n"],
+        }
+        started = time.monotonic()
+        try:
+            response = await http.post(
+                url + "/v1/completions",
+                headers={"Authorization": f"Bearer {dev.token}"},
+                json=body,
+                timeout=max(1.0, end - started + args.grace),
+            )
+        except httpx.HTTPError as exc:
+            kind = type(exc).__name__
+            if time.monotonic() < end + args.grace:
+                result.errors += 1
+                result.error_kinds[kind] = result.error_kinds.get(kind, 0) + 1
+            continue
+        finished = time.monotonic()
+        if response.status_code != 200:
+            result.errors += 1
+            key = f"HTTP {response.status_code}"
+            result.error_kinds[key] = result.error_kinds.get(key, 0) + 1
+        elif finished <= end:
+            result.latencies.append(finished - started)
+            result.tokens += int(response.json()["usage"]["completion_tokens"])
+        await asyncio.sleep(dev.rng.uniform(args.pause_min, args.pause_max))
+
+
+async def run_round(
+    server: Server, devs: list[Developer], mode: str, args: argparse.Namespace
+) -> Round:
+    result = Round(mode, len(devs), args.duration)
+    before = server.metrics()
+    end = time.monotonic() + args.duration
+    limits = httpx.Limits(max_connections=len(devs) + 4, max_keepalive_connections=len(devs) + 4)
+    async with httpx.AsyncClient(limits=limits) as http:
+        tasks = [
+            asyncio.create_task(developer_loop(dev, http, server.url, result, end, args))
+            for dev in devs
+        ]
+        await asyncio.sleep(args.duration)
+        # Requests still running at the end are abandoned: the client closes them and the
+        # server cancels them (they count neither as completed nor as errors).
+        await asyncio.wait(tasks, timeout=0.5)
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+    after = server.metrics()
+    steps = after.get("acepilot_batch_size_count", 0) - before.get("acepilot_batch_size_count", 0)
+    rows = after.get("acepilot_batch_size_sum", 0) - before.get("acepilot_batch_size_sum", 0)
+    result.batch_mean = rows / steps if steps else 0.0
+    # Let the server drain the abandoned requests before the next round.
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        values = server.metrics()
+        if not values.get("acepilot_active_requests") and not values.get(
+            "acepilot_queued_requests"
+        ):
+            break
+        await asyncio.sleep(0.2)
+    return result
+
+
+async def warm_up(server: Server, devs: list[Developer], args: argparse.Namespace) -> None:
+    """One unmeasured request per new developer: their first prompt is prefilled cold
+    (a developer opening a file), the measured rounds then see typing on a warm cache."""
+    async with httpx.AsyncClient(timeout=1800) as http:
+
+        async def one(dev: Developer) -> None:
+            response = await http.post(
+                server.url + "/v1/completions",
+                headers={"Authorization": f"Bearer {dev.token}"},
+                json={"prompt": dev.next_prompt(), "max_tokens": 1, "temperature": 0},
+            )
+            response.raise_for_status()
+
+        await asyncio.gather(*(one(dev) for dev in devs))
+
+
+def make_developers(
+    tokens: list[str], texts: list[str], args: argparse.Namespace
+) -> list[Developer]:
+    devs = []
+    for index, token in enumerate(tokens):
+        rng = random.Random(1000 + index)
+        text = texts[index % len(texts)]
+        start = rng.randrange(0, max(1, len(text) - args.context_chars - 2000))
+        devs.append(Developer(f"dev-{index}", token, text, start, start + args.context_chars, rng))
+    return devs
+
+
+def table(rounds: list[Round], args: argparse.Namespace, model: str) -> str:
+    by_key = {(r.mode, r.devs): r.row() for r in rounds}
+    lines = [
+        f"### team-server load: {model}, {args.duration:.0f} s per point, max_tokens "
+        f"{args.max_tokens}, pauses {args.pause_min}-{args.pause_max} s, "
+        f"{os.cpu_count()} CPUs",
+        "",
+        "| devs | mode | req/s | p50 s | p95 s | p99 s | tokens/s | mean batch | errors |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    for devs in args.devs:
+        for mode in ("batched", "unbatched"):
+            row = by_key.get((mode, devs))
+            if row is None:
+                continue
+            lines.append(
+                f"| {devs} | {mode} | {row['rps']:.2f} | {row['p50']:.2f} | {row['p95']:.2f} | "
+                f"{row['p99']:.2f} | {row['tps']:.1f} | {row['batch']:.1f} | {row['errors']:.0f} |"
+            )
+    lines += [
+        "",
+        "| devs | throughput batched/unbatched | tokens/s batched/unbatched | p95 batched/unbatched |",
+        "|---|---|---|---|",
+    ]
+    for devs in args.devs:
+        on, off = by_key.get(("batched", devs)), by_key.get(("unbatched", devs))
+        if not on or not off:
+            continue
+
+        def ratio(a: float, b: float) -> str:
+            return f"{a / b:.2f}x" if b and a == a and b == b else "-"
+
+        lines.append(
+            f"| {devs} | {ratio(on['rps'], off['rps'])} | {ratio(on['tps'], off['tps'])} | "
+            f"{ratio(on['p95'], off['p95'])} |"
+        )
+    return "\n".join(lines)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--devs", nargs="+", type=int, default=[1, 4, 16, 32])
+    parser.add_argument("--duration", type=float, default=60.0, help="seconds per point")
+    parser.add_argument("--max-tokens", type=int, default=16)
+    parser.add_argument("--context-chars", type=int, default=800, help="initial prompt size")
+    parser.add_argument("--pause-min", type=float, default=0.3)
+    parser.add_argument("--pause-max", type=float, default=1.0)
+    parser.add_argument("--grace", type=float, default=0.0, help=argparse.SUPPRESS)
+    parser.add_argument("--threads", type=int, help="server onnxruntime threads")
+    parser.add_argument("--kv-memory", default="12G")
+    parser.add_argument("--modes", nargs="+", default=["batched", "unbatched"])
+    parser.add_argument("--cache", type=Path, default=DEFAULT_CACHE)
+    parser.add_argument("--markdown", type=Path, help="append the tables to this file")
+    args = parser.parse_args()
+
+    args.cache.mkdir(parents=True, exist_ok=True)
+    checkpoint = ensure_checkpoint(args.cache, "350M")
+    artifact = ensure_artifact(args.cache, checkpoint, "350M", "int4")
+    registry, model = artifact.parent.parent, artifact.parent.name
+    texts = source_texts()
+    rounds: list[Round] = []
+    for mode in args.modes:
+        max_batch = max(args.devs) if mode == "batched" else 1
+        print(
+            f"[{mode}] starting the server (max batch {max_batch}) ...", file=sys.stderr, flush=True
+        )
+        server = Server(registry, model, max_batch, args)
+        try:
+            server.wait_ready()
+            devs = make_developers(server.tokens(max(args.devs)), texts, args)
+            warmed = 0
+            for count in args.devs:
+                if count > warmed:
+                    print(
+                        f"[{mode}] warming {count - warmed} new sessions ...",
+                        file=sys.stderr,
+                        flush=True,
+                    )
+                    asyncio.run(warm_up(server, devs[warmed:count], args))
+                    warmed = count
+                print(
+                    f"[{mode}] {count} developers for {args.duration:.0f} s ...",
+                    file=sys.stderr,
+                    flush=True,
+                )
+                result = asyncio.run(run_round(server, devs[:count], mode, args))
+                row = result.row()
+                print(
+                    f"[{mode}] {count} devs: {row['rps']:.2f} req/s, p95 {row['p95']:.2f} s, "
+                    f"batch {row['batch']:.1f}, errors {result.errors} {result.error_kinds or ''}",
+                    file=sys.stderr,
+                    flush=True,
+                )
+                rounds.append(result)
+        finally:
+            server.stop()
+    output = table(rounds, args, f"{model} (350M shapes, int4, random weights)")
+    print(output)
+    if args.markdown:
+        with args.markdown.open("a") as handle:
+            handle.write(output + "\n\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
