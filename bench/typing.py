@@ -25,7 +25,7 @@ weights with the real shapes: speed does not depend on weight values, but the
 completions are noise, so typing-ahead — the user typing what was shown —
 hardly ever happens here, and a single line never stops before max tokens).
 
-    .venv/bin/python bench/typing.py                       # ~6 min: 2 x 150 s + overhead
+    .venv/bin/python bench/typing.py                       # ~8 min: 2 x 120 s of typing + loads + overhead
     .venv/bin/python bench/typing.py --duration 60 --files 2
     .venv/bin/python bench/typing.py --modes reuse --duration 30
 
@@ -341,6 +341,7 @@ class Bench:
 
     async def overhead(self, requests: int) -> dict[str, Any]:
         """Server overhead at the middle of a 5,000-line document (one model token each)."""
+        self.measures = Measures()  # the typing session's own are kept by the caller
         text = big_document()
         uri = (Path(sysconfig.get_paths()["stdlib"]) / "acepilot_bench_5000.py").as_uri()
         self.open(uri, text, 1)
@@ -412,6 +413,9 @@ async def run_mode(
         stats = await bench.stats()
         result: dict[str, Any] = {"mode": mode, "typed_s": typed_s, "measures": bench.measures}
         result["stats"] = stats
+        if args.details:
+            for record in stats["recent_generations"]:
+                print(f"[{mode}] generation {record}", file=sys.stderr)
         if mode == "reuse" and args.overhead_requests:
             print(f"[{mode}] overhead on a {OVERHEAD_LINES}-line document ...", file=sys.stderr)
             result["overhead"] = await bench.overhead(args.overhead_requests)
@@ -491,14 +495,14 @@ def report(results: list[dict[str, Any]], args: argparse.Namespace, tasks: list[
         ("prefill ms per generation (median)", "prefill_ms", "{:.0f}"),
     ]
     for title, key, fmt in specs:
-        values = [fmt.format(c[key]) if fmt else str(c[key]) for c in columns]
+        values = [
+            "-" if c[key] != c[key] else fmt.format(c[key]) if fmt else str(c[key])  # NaN: none
+            for c in columns
+        ]
         if len(columns) == 2:
             a, b = columns[0][key], columns[1][key]
-            ratio = (
-                f"{a / b:.2f}x"
-                if isinstance(a, int | float) and isinstance(b, int | float) and b
-                else "-"
-            )
+            numbers = isinstance(a, int | float) and isinstance(b, int | float)
+            ratio = f"{a / b:.2f}x" if numbers and b and a == a and b == b else "-"
             values.append(ratio)
         lines.append(row(title, values))
     for result in results:
@@ -552,7 +556,7 @@ def main() -> int:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument(
-        "--duration", type=float, default=150, help="seconds of typing per mode (default 150)"
+        "--duration", type=float, default=120, help="seconds of typing per mode (default 120)"
     )
     parser.add_argument(
         "--files", type=int, default=3, help="standard-library files to type in (default 3)"
@@ -583,6 +587,9 @@ def main() -> int:
         help=f"requests for the overhead measure on a {OVERHEAD_LINES}-line document (0: skip)",
     )
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument(
+        "--details", action="store_true", help="print every model generation to stderr"
+    )
     parser.add_argument("--cache", type=Path, default=DEFAULT_CACHE)
     args = parser.parse_args()
     if bool(args.model) != bool(args.registry):

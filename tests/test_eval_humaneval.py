@@ -304,3 +304,29 @@ def test_eval_command_canonical(tmp_path: Path) -> None:
         timeout=120,
     )
     assert bad.returncode == 2 and "unknown language 'cobol'" in bad.stderr
+
+
+def test_environment_fallback_refuses_python_sockets(listener: tuple[int, list[object]]) -> None:
+    """Where no network namespace can be made, Python code gets a sitecustomize that
+    disables sockets, and proxies point at a closed port (the documented weaker mode)."""
+    from training.eval.sandbox import Isolation, Limits, Sandbox
+
+    port, accepted = listener
+    script = (
+        "import os, socket\n"
+        "print(os.environ['https_proxy'])\n"
+        f"socket.create_connection(('127.0.0.1', {port}), timeout=2)\n"
+        "print('CONNECTED')\n"
+    )
+    with Sandbox(isolation=Isolation("environment", drop_privileges=False)) as sandbox:
+        with sandbox.workspace(0) as space:
+            (space.work / "main.py").write_text(script)
+            ran = sandbox.run(
+                space,
+                [find_toolchain("python").tools["python"], "main.py"],
+                limits=Limits(cpu_s=5, wall_s=10),
+            )
+    assert ran.returncode == 1 and "CONNECTED" not in ran.output
+    assert "http://127.0.0.1:9" in ran.output
+    assert "network access is disabled in the acepilot sandbox" in ran.output
+    assert not accepted

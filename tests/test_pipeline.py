@@ -95,7 +95,7 @@ gate = ["epsilon=0.02", "alpha=0.05"]
     assert {f"humaneval:{lang}" for lang in languages} <= metrics
     # in-domain line completion on the held-out repository, paired per position
     assert "completion:domain:repo3:exact_match" in metrics
-    assert {"completion:python:edit_similarity", "completion:typescript:exact_match"} <= metrics
+    assert {"completion:python:edit_similarity", "completion:python:exact_match"} <= metrics
     rows = {row["metric"]: row for row in gate["rows"]}
     assert rows["completion:domain:repo3:exact_match"]["items"] == 20
     assert (run / "gate" / "report.html").is_file() and (run / "gate" / "scores.png").is_file()

@@ -52,6 +52,11 @@ log = logging.getLogger(__name__)
 DEFAULT_MAX_BATCH = 16
 DEFAULT_PREFILL_CHUNK = 256
 DEFAULT_MAX_QUEUE = 64
+# A prompt that adds at most this many tokens to a row's cache while other rows
+# decode is fed through the decode steps (one token per step) instead of its own
+# prefill run: on CPU a run costs about as much as a decode step of a small batch
+# (the weights are read either way), while a row of a batched step costs a fraction.
+DEFAULT_INLINE_PREFILL = 8
 DEFAULT_BATCH_KV_MEMORY = 8 << 30
 # Two windows instead of one when more idle rows than this lie between generating
 # ones: a dummy row costs about a quarter of a run's fixed cost (weights read once).
@@ -101,6 +106,7 @@ class _Active:
     decoder: IncrementalDecoder
     scanner: StopScanner
     rng: np.random.Generator
+    inline: bool = False  # pending tokens ride along in decode steps, one per step
     tokens: list[int] = field(default_factory=list)
     feed: int = -1  # the token the next decode step feeds
     prefill_s: float = 0.0
@@ -128,6 +134,7 @@ class BatchEngine:
         max_rows: int | None = None,
         prefill_chunk: int = DEFAULT_PREFILL_CHUNK,
         max_queue: int = DEFAULT_MAX_QUEUE,
+        inline_prefill: int = DEFAULT_INLINE_PREFILL,
         on_step: Callable[[int], None] | None = None,
     ) -> None:
         if max_batch < 1 or prefill_chunk < 1 or max_queue < 1:
@@ -144,6 +151,7 @@ class BatchEngine:
         self.max_batch = min(max_batch, self.num_rows)
         self.prefill_chunk = prefill_chunk
         self.max_queue = max_queue
+        self.inline_prefill = inline_prefill if self.max_batch > 1 else 0
         self.on_step = on_step
         self._rows = [_Row(index) for index in range(self.num_rows)]
         self._by_key: OrderedDict[Hashable, _Row] = OrderedDict()  # least recently used first
@@ -379,15 +387,22 @@ class BatchEngine:
             reused = min(common_prefix(row.ids, ids), len(ids) - 1)
             del row.ids[reused:]  # the cache now holds only what is valid for this prompt
             params = ticket.params
+            pending = list(ids[reused:])
+            decoding = any(
+                r.active is not None and (r.active.inline or not r.active.pending)
+                for r in self._rows
+            )
             row.active = _Active(
                 ticket,
                 reused,
-                list(ids[reused:]),
+                pending,
                 IncrementalDecoder(self.tokenizer, ids),
                 StopScanner(params.stop),
                 np.random.default_rng(params.seed),
+                inline=decoding and len(pending) <= self.inline_prefill,
             )
-            self._prefilling.append(row)
+            if not row.active.inline:
+                self._prefilling.append(row)
 
     def _choose_row(self, key: Hashable | None) -> _Row | None:
         """The session's own row, else a free one, else the least recently used idle cache."""
@@ -441,11 +456,7 @@ class BatchEngine:
             self._advance(row, logits[0])
 
     def _decode_step(self) -> None:
-        rows = [
-            row
-            for row in self._rows
-            if row.active is not None and not row.active.pending and row.active.feed >= 0
-        ]
+        rows = [row for row in self._rows if row.active is not None and _steps(row.active)]
         if not rows:
             return
         tick = time.perf_counter()
@@ -456,8 +467,8 @@ class BatchEngine:
             for index in range(lo, hi):
                 row = self._rows[index]
                 active = row.active
-                if active is not None and not active.pending and active.feed >= 0:
-                    feeds.append([active.feed])
+                if active is not None and _steps(active):
+                    feeds.append([active.pending[0] if active.pending else active.feed])
                     totals.append(len(row.ids) + 1)
                 else:
                     # A dummy: writes one position past the row's valid cache.
@@ -476,9 +487,15 @@ class BatchEngine:
         for row, row_logits in results:
             active = row.active
             assert active is not None
-            row.ids.append(active.feed)
-            active.decode_s += step_s
             active.step_s = step_s
+            if active.pending:  # an inline prompt token
+                row.ids.append(active.pending.pop(0))
+                active.prefill_s += step_s
+                if active.pending:
+                    continue
+            else:
+                row.ids.append(active.feed)
+                active.decode_s += step_s
             self._advance(row, row_logits)
 
     def _advance(self, row: _Row, logits: np.ndarray) -> None:
@@ -562,6 +579,11 @@ class BatchEngine:
                 ticket.on_done(ticket)
             except Exception:  # a caller's callback must not stop the scheduler
                 log.exception("on_done callback failed")
+
+
+def _steps(active: _Active) -> bool:
+    """Whether a generation takes part in decode steps now."""
+    return (active.inline and bool(active.pending)) or (not active.pending and active.feed >= 0)
 
 
 def windows(indices: Sequence[int], max_gap: int) -> list[tuple[int, int]]:

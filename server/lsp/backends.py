@@ -105,6 +105,9 @@ class Result:
     prefill_ms: float = 0.0
     decode_ms: float = 0.0
     generated_tokens: int = 0
+    # False: stopped before the model did any work (cancelled while waiting for the
+    # engine, or before the server answered): it cost no tokens, stats skip it.
+    ran: bool = True
 
 
 Observer = Callable[[Result], None]
@@ -243,6 +246,7 @@ def result_of(generation: Any) -> Result:
         generation.prefill_ms,
         generation.decode_ms,
         len(generation.token_ids),
+        generation.prefill_ms > 0 or bool(generation.token_ids),
     )
 
 
@@ -468,6 +472,7 @@ class RemoteBackend:
             0.0,
             elapsed,
             state.tokens,
+            state.answered,
         )
         if self.observer is not None:
             self.observer(result)
@@ -480,6 +485,7 @@ class RemoteBackend:
     ) -> None:
         async with self._client.stream("POST", self.url, json=body) as response:
             self._check_status(response.status_code)
+            state.answered = True
             if "text/event-stream" not in response.headers.get("content-type", ""):
                 # A server that ignores `stream`: one JSON answer.
                 try:
@@ -527,6 +533,7 @@ class _Stream:
     reason: str = "stop"
     prompt_tokens: int = 0
     tokens: int = 0  # chunks with text (servers stream about one token per chunk)
+    answered: bool = False  # the server accepted the request (it is generating)
 
 
 def parse_chunk(data: Any) -> tuple[str, str | None, int]:

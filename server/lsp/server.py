@@ -310,6 +310,8 @@ class AcepilotServer(LanguageServer):
 
     def _observe(self, result: Result) -> None:
         """Every backend generation, also cancelled ones: tokens for `acepilot/stats`."""
+        if not result.ran:
+            return
         self.stats.generation(
             GenerationRecord(
                 result.prompt_tokens,
