@@ -98,6 +98,10 @@ class Round:
         }
 
 
+def log(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
+
+
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
@@ -272,6 +276,45 @@ async def warm_up(server: Server, devs: list[Developer], args: argparse.Namespac
         await asyncio.gather(*(one(dev) for dev in devs))
 
 
+def graph_scaling(artifact: Path, sizes: list[int], context: int = 300) -> str:
+    """The ceiling of batching on this machine: one decode step of the graph at batch B
+    (rows holding `context` cached tokens), per token, against B = 1. No server, no
+    prefill, no scheduling: what any batching server could get from this model here."""
+    import numpy as np
+
+    from server.engine import Engine
+    from server.engine.batch import BatchEngine
+    from server.registry import ModelEntry
+
+    engine = Engine.load(ModelEntry.load(artifact), max_sessions=1)
+    batch = BatchEngine(engine, max_batch=max(sizes), max_rows=max(sizes))
+    try:
+        ids = np.random.default_rng(0).integers(10, 4000, context).tolist()
+        for row in range(max(sizes)):
+            batch._run(row, [ids], [context])  # fill the rows' caches
+        lines = [
+            f"Graph decode step alone ({context}-token caches): ms per step, ms per token, "
+            "tokens/s vs batch 1",
+            "",
+            "| batch | ms/step | ms/token | speed-up per token |",
+            "|---|---|---|---|",
+        ]
+        base = 0.0
+        for size in sizes:
+            feeds, totals = [[7]] * size, [context + 1] * size
+            batch._run(0, feeds, totals)
+            start = time.perf_counter()
+            repeats = 5
+            for _ in range(repeats):
+                batch._run(0, feeds, totals)
+            step = (time.perf_counter() - start) / repeats * 1000
+            base = base or step
+            lines.append(f"| {size} | {step:.1f} | {step / size:.1f} | {base * size / step:.2f}x |")
+        return "\n".join(lines)
+    finally:
+        batch.close()
+
+
 def make_developers(
     tokens: list[str], texts: list[str], args: argparse.Namespace
 ) -> list[Developer]:
@@ -339,6 +382,11 @@ def main() -> int:
     parser.add_argument("--modes", nargs="+", default=["batched", "unbatched"])
     parser.add_argument("--cache", type=Path, default=DEFAULT_CACHE)
     parser.add_argument("--markdown", type=Path, help="append the tables to this file")
+    parser.add_argument(
+        "--no-graph-scaling",
+        action="store_true",
+        help="skip the closing measurement of one graph step at batch 1, 4, 16",
+    )
     args = parser.parse_args()
 
     args.cache.mkdir(parents=True, exist_ok=True)
@@ -347,42 +395,43 @@ def main() -> int:
     registry, model = artifact.parent.parent, artifact.parent.name
     texts = source_texts()
     rounds: list[Round] = []
-    for mode in args.modes:
-        max_batch = max(args.devs) if mode == "batched" else 1
-        print(
-            f"[{mode}] starting the server (max batch {max_batch}) ...", file=sys.stderr, flush=True
-        )
-        server = Server(registry, model, max_batch, args)
-        try:
+    # Both servers stay up; each point runs batched then unbatched back to back, so the
+    # two sides of a ratio see the same machine load (this machine is shared).
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # stop the servers on SIGTERM
+    servers: dict[str, Server] = {}
+    devs: dict[str, list[Developer]] = {}
+    try:
+        for mode in args.modes:
+            max_batch = max(args.devs) if mode == "batched" else 1
+            log(f"[{mode}] starting the server (max batch {max_batch}) ...")
+            servers[mode] = Server(registry, model, max_batch, args)
+        for mode, server in servers.items():
             server.wait_ready()
-            devs = make_developers(server.tokens(max(args.devs)), texts, args)
-            warmed = 0
-            for count in args.devs:
+            devs[mode] = make_developers(server.tokens(max(args.devs)), texts, args)
+        warmed = 0
+        for count in args.devs:
+            for mode, server in servers.items():
                 if count > warmed:
-                    print(
-                        f"[{mode}] warming {count - warmed} new sessions ...",
-                        file=sys.stderr,
-                        flush=True,
-                    )
-                    asyncio.run(warm_up(server, devs[warmed:count], args))
-                    warmed = count
-                print(
-                    f"[{mode}] {count} developers for {args.duration:.0f} s ...",
-                    file=sys.stderr,
-                    flush=True,
-                )
-                result = asyncio.run(run_round(server, devs[:count], mode, args))
+                    log(f"[{mode}] warming {count - warmed} new sessions ...")
+                    asyncio.run(warm_up(server, devs[mode][warmed:count], args))
+            warmed = max(warmed, count)
+            for mode, server in servers.items():
+                log(f"[{mode}] {count} developers for {args.duration:.0f} s ...")
+                result = asyncio.run(run_round(server, devs[mode][:count], mode, args))
                 row = result.row()
-                print(
+                log(
                     f"[{mode}] {count} devs: {row['rps']:.2f} req/s, p95 {row['p95']:.2f} s, "
-                    f"batch {row['batch']:.1f}, errors {result.errors} {result.error_kinds or ''}",
-                    file=sys.stderr,
-                    flush=True,
+                    f"{row['tps']:.1f} tokens/s, batch {row['batch']:.1f}, "
+                    f"errors {result.errors} {result.error_kinds or ''}"
                 )
                 rounds.append(result)
-        finally:
+    finally:
+        for server in servers.values():
             server.stop()
     output = table(rounds, args, f"{model} (350M shapes, int4, random weights)")
+    if not args.no_graph_scaling:
+        log("measuring the graph's own batch scaling ...")
+        output += "\n\n" + graph_scaling(artifact, [1, 4, 16])
     print(output)
     if args.markdown:
         with args.markdown.open("a") as handle:

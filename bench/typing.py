@@ -11,8 +11,9 @@ process each, driven by pygls' LanguageClient over stdio):
 2. Asks for an inline completion the way VS Code does: after each keystroke
    the pending request is cancelled ($/cancelRequest) and a new one is sent
    once typing pauses for the debounce (75 ms). The schedule of keystrokes is
-   fixed by the seed, so both modes type exactly the same thing at the same
-   times; responses never slow the typist down.
+   fixed by the seed, so both modes type the same thing at the same times (the
+   `--duration` cut may fall a few keys apart); responses never slow the
+   typist down.
 3. Reads `acepilot/stats` from the server: requests answered by typing-ahead,
    by the LRU cache, by the model; prompt tokens prefilled and reused.
 

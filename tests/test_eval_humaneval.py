@@ -14,6 +14,7 @@ import socket
 import subprocess
 import sys
 import threading
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -147,7 +148,7 @@ CANONICAL_0 = """    for idx, elem in enumerate(numbers):
 
 
 @pytest.fixture
-def listener() -> tuple[int, list[object]]:
+def listener() -> Iterator[tuple[int, list[object]]]:
     """A loopback TCP server: a sandboxed solution must not reach it."""
     server = socket.socket()
     server.bind(("127.0.0.1", 0))
@@ -216,21 +217,27 @@ def test_broken_and_hostile_python_solutions_fail_harmlessly(
             assert processes_of(uid) == []
     else:  # pragma: no cover - CI as non-root: the limitation docs/evaluation.md names
         pytest.skip("not root: the sandbox runs as this user and can write where it can")
-    sockets_output = records[list(variants).index("socket")]["output"]
+    sockets_output = str(records[list(variants).index("socket")]["output"])
     assert "Error" in sockets_output or "error" in sockets_output
 
 
 @pytest.mark.skipif(find_toolchain("cpp").missing is not None, reason="no g++")
 def test_broken_cpp_solutions(tmp_path: Path) -> None:
+    secret = tmp_path / "secret.h"  # readable by the harness user only
+    secret.write_text("#define SECRET_ANSWER false\n")
+    secret.chmod(0o600)
     variants = [
         "",  # no closing brace: does not compile
         "    return false;\n}\n",  # wrong answer
         "    while (true) {}\n}\n",  # infinite loop (CPU limit / timeout)
         "    while (true) fork();\n}\n#include <unistd.h>\n",  # fork() undeclared before use
         "    for (;;) { new char[1 << 20]; }\n}\n",  # memory: the address-space limit stops it
+        f'#include "{secret}"\n    return SECRET_ANSWER;\n}}\n',  # a file it may not read
     ]
-    records = run_broken(tmp_path, "cpp", 0, variants, timeout=3.0)
+    records = run_broken(tmp_path / "run", "cpp", 0, variants, timeout=3.0)
     status = [r["status"] for r in records]
+    if probe_isolation().drop_privileges:  # g++ runs as the sandbox user: EACCES
+        assert status[5] == "build_failed" and "Permission denied" in str(records[5]["output"])
     assert status[0] == "build_failed" and status[3] == "build_failed"
     assert status[1] == "failed" and status[2] == "timeout" and status[4] == "failed"
 
@@ -318,14 +325,14 @@ def test_environment_fallback_refuses_python_sockets(listener: tuple[int, list[o
         f"socket.create_connection(('127.0.0.1', {port}), timeout=2)\n"
         "print('CONNECTED')\n"
     )
-    with Sandbox(isolation=Isolation("environment", drop_privileges=False)) as sandbox:
-        with sandbox.workspace(0) as space:
-            (space.work / "main.py").write_text(script)
-            ran = sandbox.run(
-                space,
-                [find_toolchain("python").tools["python"], "main.py"],
-                limits=Limits(cpu_s=5, wall_s=10),
-            )
+    sandbox = Sandbox(isolation=Isolation("environment", drop_privileges=False))
+    with sandbox, sandbox.workspace(0) as space:
+        (space.work / "main.py").write_text(script)
+        ran = sandbox.run(
+            space,
+            [find_toolchain("python").tools["python"], "main.py"],
+            limits=Limits(cpu_s=5, wall_s=10),
+        )
     assert ran.returncode == 1 and "CONNECTED" not in ran.output
     assert "http://127.0.0.1:9" in ran.output
     assert "network access is disabled in the acepilot sandbox" in ran.output

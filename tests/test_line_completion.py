@@ -63,6 +63,23 @@ def test_cursor_positions_stay_out_of_words() -> None:
     ]
 
 
+def test_whitespace_healing() -> None:
+    """A prompt ending in whitespace is cut back; the model must write the cut part first."""
+    assert lc.split_trailing_whitespace("if x:\n        ") == ("if x:", "\n        ")
+    assert lc.split_trailing_whitespace("y = f(a, ") == ("y = f(a,", " ")
+    assert lc.split_trailing_whitespace("y = f(a") == ("y = f(a", "")
+    state = lc.HealedLine("\n    ")
+    assert not state.add("\n  ")  # still writing the indentation
+    assert not state.add("  return")
+    assert state.add(" x\n    y")  # the line is complete
+    assert state.line() == "return x"
+    wrong = lc.HealedLine("\n    ")
+    assert wrong.add("\n\n")  # another indentation: decided, and no prediction
+    assert wrong.line() == ""
+    plain = lc.HealedLine("")
+    assert not plain.add("foo(") and plain.add("x)\n") and plain.line() == "foo(x)"
+
+
 def write(path: Path, text: str) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(text, "utf-8")

@@ -182,3 +182,43 @@ def test_killed_at_any_step_leaves_production_serving(setup: dict[str, Path], st
     back = cli("rollback", NAME, "--registry", str(root))
     assert back.returncode == 0, back.stderr
     assert assert_consistent(root).production(NAME) == "v1"
+
+
+def test_promote_a_checkpoint_builds_it_with_parity(
+    setup: dict[str, Path], random_codegen_dir: Path
+) -> None:
+    """A candidate evaluated as a raw checkpoint (PyTorch) is built at promotion, with
+    the parity gate enforced, and carries its evaluation in the manifest."""
+    from training.eval.generate import TorchGenerator
+    from training.eval.promotion import promote
+
+    root = fresh_registry(setup, "checkpoint")
+    config = HumanEvalConfig(
+        languages=("python",),
+        data=str(DATA),
+        tasks=(0, 1),
+        sampling=Sampling(max_new_tokens=16),
+        ks=(1,),
+        workers=1,
+        progress=False,
+    )
+    out = setup["root"] / "eval-checkpoint"
+    summary = evaluate(TorchGenerator(random_codegen_dir), config, out)
+    assert summary["model"]["kind"] == "torch"
+    baseline = from_humaneval(
+        json.loads((setup["root"] / "eval-production" / "summary.json").read_text()),
+        f"{NAME}@v1",
+        str(setup["root"] / "eval-production"),
+    )
+    decision = decide(from_humaneval(summary, "ckpt", str(out)), baseline, GatePolicy())
+    write_report(decision, setup["root"] / "gate-checkpoint")
+    result = promote(
+        setup["root"] / "gate-checkpoint", Registry(root), NAME, precision="fp32", progress=False
+    )
+    assert (result.previous, result.version, result.reused) == ("v1", "v2", False)
+    registry = assert_consistent(root)
+    manifest = registry.entry(NAME, "v2").manifest
+    assert manifest["parity"]["status"] == "passed" and manifest["precision"] == "fp32"
+    assert manifest["evaluation"]["languages"]["python"]["problems"] == 2
+    assert manifest["promotion"]["candidate"] == str(random_codegen_dir)
+    assert registry.production(NAME) == "v2"

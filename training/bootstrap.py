@@ -59,6 +59,8 @@ if TYPE_CHECKING:
 MODEL_NAME = "acepilot-tiny"
 # Bumped by hand when the recipe changes in a way the config does not show.
 RECIPE_VERSION = 1
+# Bumped when the evaluation changes (only the evaluation re-runs).
+EVAL_RECIPE = 2
 RECORD = "bootstrap.json"
 STAGE_RECORD = "stage.json"
 STAGES = ("sources", "tokenizer", "data", "init", "train", "build", "evaluate", "publish")
@@ -482,7 +484,7 @@ def bootstrap(
         init_key = stable_hash([tokenizer_key, key(*SHAPE_FIELDS)])
         train_key = stable_hash([data_key, init_key, key(*TRAIN_FIELDS)])
         build_key = stable_hash([train_key, config.precision, config.parity])
-        eval_key = stable_hash([build_key, key(*EVAL_FIELDS)])
+        eval_key = stable_hash([build_key, key(*EVAL_FIELDS), EVAL_RECIPE])
 
         record_path = work / RECORD
         previous = read_json(record_path)
@@ -909,6 +911,7 @@ def evaluate(
     showcase = []
     params = GenerationParams(max_new_tokens=48, stop=("\n\n",))
     for prompt in SHOWCASE_PROMPTS:
+        prompt = prompt.rstrip()  # see line_completion.split_trailing_whitespace
         result = engine.generate(prompt, params)
         showcase.append({"prompt": prompt, "completion": result.text})
 

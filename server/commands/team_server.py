@@ -94,6 +94,13 @@ def register(subparsers: argparse._SubParsersAction[Any]) -> None:
         help="prompt tokens prefilled per step (running generations wait at most one chunk)",
     )
     group.add_argument(
+        "--inline-prefill",
+        type=int,
+        default=8,
+        help="a prompt adding at most this many tokens to a user's cache joins the running "
+        "decode steps instead of a prefill run of its own (0: never)",
+    )
+    group.add_argument(
         "--poll", type=positive_float, default=2.0, help="seconds between registry checks"
     )
     limits = parser.add_argument_group("limits")
@@ -194,6 +201,7 @@ def run_team_server(args: argparse.Namespace) -> int:
             kv_memory=args.kv_memory,
             prefill_chunk=args.prefill_chunk,
             max_queue=args.max_queue,
+            inline_prefill=max(0, args.inline_prefill),
             on_step=lambda size: metrics.batch.observe(size),
         )
 

@@ -153,6 +153,7 @@ class BatchEngine:
         self.max_queue = max_queue
         self.inline_prefill = inline_prefill if self.max_batch > 1 else 0
         self.on_step = on_step
+        self.inline_prefills = 0  # prompts fed through decode steps (see DEFAULT_INLINE_PREFILL)
         self._rows = [_Row(index) for index in range(self.num_rows)]
         self._by_key: OrderedDict[Hashable, _Row] = OrderedDict()  # least recently used first
         self._queue: deque[BatchTicket] = deque()
@@ -401,7 +402,9 @@ class BatchEngine:
                 np.random.default_rng(params.seed),
                 inline=decoding and len(pending) <= self.inline_prefill,
             )
-            if not row.active.inline:
+            if row.active.inline:
+                self.inline_prefills += 1
+            else:
                 self._prefilling.append(row)
 
     def _choose_row(self, key: Hashable | None) -> _Row | None:

@@ -116,6 +116,28 @@ def test_sessions_reuse_their_rows_and_match_cold_runs(engine: Engine, batch: Ba
     assert set(batch.sessions()) == {"alice", "bob"}
 
 
+def test_typing_on_while_others_decode_rides_in_the_decode_steps(
+    engine: Engine, batch: BatchEngine
+) -> None:
+    """A few new prompt tokens join the running batch one per step (no prefill run of
+    their own); the result is still the cold run's, token for token."""
+    typed = [PROMPTS[5][:n] for n in (50, 54, 58, 63, len(PROMPTS[5]))]
+    batch.generate(typed[0], GREEDY, session="typist")
+    runner = batch.submit(PROMPTS[3], GenerationParams(max_new_tokens=400, ignore_eos=True))
+    try:
+        while not runner.done.is_set() and len(batch.steps) == 0:  # type: ignore[attr-defined]
+            time.sleep(0.001)
+        for prompt in typed[1:]:
+            warm = batch.generate(prompt, GREEDY, session="typist")
+            cold = engine.generate(prompt, GREEDY)
+            assert warm.token_ids == cold.token_ids
+            assert warm.reused_tokens > 0
+    finally:
+        runner.cancel.set()
+        runner.done.wait(30)
+    assert batch.inline_prefills >= 1
+
+
 def test_rows_are_bounded_lru(engine: Engine) -> None:
     small = BatchEngine(engine, max_batch=2, max_rows=3)
     try:

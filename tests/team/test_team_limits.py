@@ -1,6 +1,6 @@
 """Load limits of a real team-server: per-token rate limit, full queue, request deadline.
 
-The server runs with tight limits (batch of 1, a queue of 1, 1 request/s per
+The server runs with tight limits (batch of 1, a queue of 1, 1 request per 5 s per
 token with a burst of 3, a 0.1 s deadline) so that each refusal is reached
 with a handful of requests to the tiny model.
 """
@@ -24,7 +24,7 @@ def server(team_registry: Path, tmp_path_factory: pytest.TempPathFactory) -> Ite
         log,
         "--max-batch", "1",
         "--max-queue", "1",
-        "--rate", "1",
+        "--rate", "0.2",
         "--burst", "3",
         "--deadline", "0.1",
     )  # fmt: skip

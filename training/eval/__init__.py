@@ -1,2 +1,10 @@
-"""Evaluation of models: multi-language HumanEval (functional correctness in a
-sandbox) and in-domain line completion; the gate and promotion build on both."""
+"""Evaluation of models, the gate and promotion (docs/evaluation.md).
+
+- humaneval.py: `acepilot eval humaneval`, the HumanEval-X harness (data.py,
+  languages.py, generate.py, metrics.py; sandbox.py + jail.py run the code);
+- line_completion.py: `acepilot eval completion`, in-domain line completion;
+  indomain.py keeps it per position for the gate;
+- gate.py: paired per-language comparison and the promote/reject decision;
+  workflow.py: results for a model or a results directory, the policy;
+- promotion.py: `acepilot promote` / `acepilot rollback`, crash-safe.
+"""

@@ -92,6 +92,7 @@ class EngineGenerator:
         from server.engine import Engine
 
         self.engine = Engine.load(entry, threads)
+        self.warned = False
         self.description = {
             "kind": "engine",
             "name": entry.name,
@@ -108,7 +109,8 @@ class EngineGenerator:
 
         limit = self.engine.max_length // 2
         max_new = min(sampling.max_new_tokens, limit)
-        if max_new < sampling.max_new_tokens:
+        if max_new < sampling.max_new_tokens and not self.warned:
+            self.warned = True
             log.warning(
                 "max_new_tokens %d exceeds half the model's context (%d): using %d",
                 sampling.max_new_tokens,

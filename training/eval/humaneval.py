@@ -25,13 +25,12 @@ import os
 import queue
 import sys
 import time
-from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from training.eval.data import default_source, load_problems, task_number
+from training.eval.data import DataError, default_source, load_problems, task_number
 from training.eval.generate import Generator, Sample, Sampling
 from training.eval.languages import (
     LANGUAGES,
@@ -108,7 +107,7 @@ def evaluate(
         for problem in select(load_problems(config.data, language), config):
             work.append((language, problem))
     if not work:
-        raise RuntimeError("nothing to evaluate: every language was skipped or selected away")
+        raise DataError("nothing to evaluate: every language was skipped or selected away")
 
     generated = generate_all(generator, work, config)
     outcomes = execute_all(work, generated, config, sandbox_root, out_dir)
@@ -274,7 +273,3 @@ def failing_outputs(out_dir: Path, limit: int = 400) -> list[dict[str, Any]]:
                     | {"output": record["output"][:limit]}
                 )
     return failed
-
-
-def describe_samples(samples: Sequence[Sample]) -> str:
-    return ", ".join(sample.finish_reason for sample in samples)

@@ -20,6 +20,11 @@ the line with what the file really has there.
 - Perplexity of a built (ONNX) model: teacher-forced, one token at a time
   through the same graph the server runs, so it is the served artifact's.
 
+Every predictor gets the prompt cut back to its last non-blank character and
+must first write the whitespace that was cut (`split_trailing_whitespace`:
+BPE tokenizers glue whitespace to the next word, so a prompt ending in
+indentation ends in a token the model rarely saw there).
+
 Two reference predictors make the numbers meaningful: "repeat the previous
 line" (code is repetitive; an editor-free heuristic) and a token bigram model
 trained on the training side with the model's own tokenizer.
@@ -300,34 +305,100 @@ class BigramModel:
         return ngram_baselines(train, windows, self.vocab)["bigram"]
 
 
-def bigram_predictor(model: BigramModel, tokenizer: Any, max_tokens: int = 32) -> Predictor:
-    """Greedy bigram continuation of the prefix's last token, cut at the newline.
+def split_trailing_whitespace(prefix: str) -> tuple[str, str]:
+    """(prompt, heal): the prefix cut back to its last non-blank character, and the cut.
+
+    Why: byte-level BPE tokenizers (GPT-2, CodeGen, acepilot-tiny) glue a
+    run of whitespace to the word after it (`"\\n       "` + `" return"`),
+    so a prompt that ends in whitespace ends in a token the model has almost
+    never seen at that place, and it writes nonsense. Cutting the prompt back
+    and requiring the model to write the cut whitespace first ("token
+    healing" for whitespace) asks the question the model was trained on.
+    """
+    cut = len(prefix.rstrip())
+    return prefix[:cut], prefix[cut:]
+
+
+class HealedLine:
+    """Accumulates generated text; decides when the rest of the line is known.
+
+    The text must begin with `heal` (the whitespace cut from the prompt); the
+    line ends at the first newline after it. A model that writes other
+    whitespace first (a wrong indentation) predicts nothing.
+    """
+
+    def __init__(self, heal: str) -> None:
+        self.heal = heal
+        self.text = ""
+
+    def add(self, delta: str) -> bool:
+        """Add generated text; True when no more is needed."""
+        self.text += delta
+        if len(self.text) < len(self.heal):
+            return not self.heal.startswith(self.text)
+        return not self.text.startswith(self.heal) or "\n" in self.text[len(self.heal) :]
+
+    def line(self) -> str:
+        if not self.text.startswith(self.heal):
+            return ""
+        return self.text[len(self.heal) :].split("\n", 1)[0]
+
+
+def bigram_predictor(
+    model: BigramModel, tokenizer: Any, max_tokens: int = 32, *, heal_whitespace: bool = True
+) -> Predictor:
+    """Greedy bigram continuation of the prompt's last token, to the end of the line.
 
     `tokenizer` is a `tokenizers.Tokenizer` (encode(...).ids, decode(ids)).
+    The same whitespace healing as the model's predictor, so both answer the
+    same question.
     """
 
     def predict(prefix: str) -> str:
-        ids = tokenizer.encode(prefix[-200:]).ids if prefix else []
+        prompt, heal = split_trailing_whitespace(prefix) if heal_whitespace else (prefix, "")
+        ids = tokenizer.encode(prompt[-200:]).ids if prompt else []
         if not ids:
             return ""
-        # the prefix's last token may be half a word: re-decode it with its continuation
-        generated = model.greedy(ids[-1], max_tokens)
+        # the prompt's last token may be half a word: decode it with its continuation
         head = tokenizer.decode([ids[-1]])
-        text: str = tokenizer.decode([ids[-1], *generated])
-        text = text[len(head) :] if text.startswith(head) else text
-        return text.split("\n", 1)[0]
+        state = HealedLine(heal)
+        generated: list[int] = []
+        token = ids[-1]
+        shown = 0
+        for _ in range(max_tokens + 4):
+            token = int(model.successor[token])
+            generated.append(token)
+            text: str = tokenizer.decode([ids[-1], *generated])
+            text = text[len(head) :] if text.startswith(head) else text
+            if state.add(text[shown:]):
+                break
+            shown = len(text)
+        return state.line()
 
     return predict
 
 
-def engine_predictor(engine: Engine, max_tokens: int = 48) -> Predictor:
-    """The served model, greedy, stopped at the end of the line."""
+def engine_predictor(
+    engine: Engine, max_tokens: int = 48, *, heal_whitespace: bool = True
+) -> Predictor:
+    """The served model, greedy, stopped at the end of the line (whitespace healed)."""
+    import threading
+
     from server.engine import GenerationParams
 
-    params = GenerationParams(max_new_tokens=max_tokens, stop=("\n",))
+    params = GenerationParams(max_new_tokens=max_tokens + 4)
 
     def predict(prefix: str) -> str:
-        return engine.generate(prefix, params).text.split("\n", 1)[0]
+        prompt, heal = split_trailing_whitespace(prefix) if heal_whitespace else (prefix, "")
+        state = HealedLine(heal)
+        done = threading.Event()
+
+        def on_token(delta: str) -> None:
+            if state.add(delta):
+                done.set()
+
+        engine.generate(prompt, params, cancel=done, on_token=on_token)
+        return state.line()
 
     return predict
 

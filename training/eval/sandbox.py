@@ -48,6 +48,8 @@ from functools import lru_cache
 from pathlib import Path
 from typing import IO
 
+from server.errors import AcepilotError
+
 log = logging.getLogger(__name__)
 
 JAIL = Path(__file__).with_name("jail.py")
@@ -135,7 +137,7 @@ class ExecResult:
         return self.returncode == 0 and not self.timed_out
 
 
-class SandboxError(RuntimeError):
+class SandboxError(AcepilotError):
     """The sandbox itself failed (not the code in it): the run must not go on."""
 
 
