@@ -18,15 +18,7 @@ bench/engine.py builds and caches (speed does not depend on weight values).
     .venv/bin/python bench/team_load.py --devs 16 --duration 30 --markdown out.md
 """
 
-# ruff: noqa: E402  (sys.path is fixed before the other imports, see below)
 from __future__ import annotations
-
-import sys
-from os.path import abspath, dirname
-
-# Run as a script, this directory comes first on sys.path, where bench/typing.py
-# (the typing-replay benchmark) would shadow the standard library's typing module.
-sys.path[:] = [p for p in sys.path if abspath(p or ".") != dirname(abspath(__file__))]
 
 import argparse
 import asyncio
@@ -35,6 +27,7 @@ import random
 import signal
 import socket
 import subprocess
+import sys
 import tempfile
 import time
 from dataclasses import dataclass, field

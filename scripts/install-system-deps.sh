@@ -2,12 +2,17 @@
 # System packages that `make test` needs beyond Python and Node: Chromium and
 # ripgrep for the VS Code end-to-end test (code-server), and the toolchains
 # the HumanEval-X harness executes generated code with (Go + testify, OpenSSL
-# headers for C++ task 162). Idempotent: installs only what is missing.
+# headers for C++ task 162, Boost headers for C++, the rand/regex/md5 crates
+# for Rust). Idempotent: installs only what is missing.
 # Without root (and without sudo) it prints the command instead and exits 0:
 # the tests that need a missing tool say so and are skipped with the reason.
 set -euo pipefail
 
-PACKAGES=(chromium ripgrep libkrb5-dev golang golang-github-stretchr-testify-dev libssl-dev nginx)
+PACKAGES=(
+    chromium ripgrep libkrb5-dev nginx
+    golang golang-github-stretchr-testify-dev libssl-dev libboost-dev
+    librust-rand-dev librust-regex-dev librust-md5-dev
+)
 
 missing=()
 for pkg in "${PACKAGES[@]}"; do

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import math
-import shutil
 import threading
 import time
 from pathlib import Path
@@ -247,30 +246,3 @@ def test_build_once_builds_once_atomically(tmp_path: Path) -> None:
     with pytest.raises(RuntimeError, match="boom"):
         tiny.build_once(tmp_path / "broken", failing_build)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["broken.lock", "thing", "thing.lock"]
-
-
-def test_demo_builds_int4_and_completes_the_sample(
-    trained_codegen_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
-) -> None:
-    """`acepilot demo` (the README's main command) end to end, on the cached trained model."""
-    from server.cli import main
-    from server.registry import Registry
-
-    cache, registry = tmp_path / "cache", tmp_path / "registry"
-    shutil.copytree(trained_codegen_dir, cache / "tiny")  # same arguments: no retraining
-    assert main(["demo", "--cache", str(cache), "--registry", str(registry)]) == 0
-    out = capsys.readouterr().out
-    assert "built acepilot-tiny v1: parity passed" in out
-    assert "completion by acepilot-tiny v1 (int4, cpu)" in out
-    completion = out.split("completion text: ", 1)[1].strip()
-    assert completion not in ("''", '""'), out
-    entry = Registry(registry).resolve("acepilot-tiny")
-    assert entry.manifest["precision"] == "int4"
-    assert entry.manifest["parity"]["status"] == "passed"
-
-    # Again: the same checkpoint is not rebuilt, and the completion is the same (greedy).
-    assert main(["demo", "--cache", str(cache), "--registry", str(registry)]) == 0
-    again = capsys.readouterr().out
-    assert "reusing acepilot-tiny v1" in again
-    assert again.split("completion text: ", 1)[1].strip() == completion
-    assert Registry(registry).versions("acepilot-tiny") == ["v1"]

@@ -79,7 +79,7 @@ from server.lsp.stats import (
 log = logging.getLogger(__name__)
 
 STATUS = "acepilot/status"  # server -> client notification: state, model, latencies
-STATS = "acepilot/stats"  # client -> server request: counters (bench/typing.py reads them)
+STATS = "acepilot/stats"  # client -> server request: counters (bench/typing_replay.py reads them)
 TELEMETRY = "acepilot/telemetry"  # client -> server notification: shown/accepted/rejected
 RESYNC = "acepilot/resync"  # server -> client notification: send the full text of {uri}
 ACCEPTED_COMMAND = "acepilot.accepted"  # the items' command (the client runs it on accept)

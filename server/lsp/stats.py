@@ -4,7 +4,7 @@ Stats answer "where did the time and the tokens go": how many completion
 requests came, how many were answered without the model (typing-ahead, LRU
 cache), how many reached it, were cancelled or failed, how many prompt tokens
 the model prefilled and how many came from its KV cache, and the latency of
-the last requests. `bench/typing.py` reads them; a status bar may too.
+the last requests. `bench/typing_replay.py` reads them; a status bar may too.
 
 Telemetry: every completion the server returns carries an opaque id (in the
 item's `command`, see docs/lsp.md); the editor reports `shown`, `accepted` or

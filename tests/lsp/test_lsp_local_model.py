@@ -189,7 +189,7 @@ async def test_cancel_stops_local_generation(
 
 
 async def test_kv_reuse_can_be_turned_off(built_tiny_registry: Path, tmp_path: Path) -> None:
-    """kvReuse false: every prompt is prefilled in full (bench/typing.py compares both)."""
+    """kvReuse false: every prompt is prefilled in full (bench/typing_replay.py compares both)."""
     options = local_options(built_tiny_registry, kvReuse=False, maxNewTokens=4)
     async with running_server("visual_studio_code", options, tmp_path) as (client, _, statuses):
         await wait_state(statuses, "ready", 300)

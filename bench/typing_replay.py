@@ -26,9 +26,9 @@ weights with the real shapes: speed does not depend on weight values, but the
 completions are noise, so typing-ahead — the user typing what was shown —
 hardly ever happens here, and a single line never stops before max tokens).
 
-    .venv/bin/python bench/typing.py                       # ~8 min: 2 x 120 s of typing + loads + overhead
-    .venv/bin/python bench/typing.py --duration 60 --files 2
-    .venv/bin/python bench/typing.py --modes reuse --duration 30
+    .venv/bin/python bench/typing_replay.py                       # ~8 min: 2 x 120 s of typing + loads + overhead
+    .venv/bin/python bench/typing_replay.py --duration 60 --files 2
+    .venv/bin/python bench/typing_replay.py --modes reuse --duration 30
 
 Needs the `build` extra the first time (bench/engine.py builds the model into
 ~/.cache/acepilot-bench); no network.
@@ -36,15 +36,10 @@ Needs the `build` extra the first time (bench/engine.py builds the model into
 
 from __future__ import annotations
 
-# ruff: noqa: E402  (sys.path is fixed before the imports below)
 import os
 import sys
 
-# This file is bench/typing.py: run as a script, its folder would come first on
-# sys.path and shadow the standard library's `typing` for every import below.
-_HERE = os.path.dirname(os.path.abspath(__file__))
-sys.path[:] = [p for p in sys.path if os.path.abspath(p or ".") != _HERE]
-sys.path.insert(0, os.path.dirname(_HERE))  # the repository: `server`, `bench`
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # `bench`
 
 import argparse
 import ast
