@@ -168,6 +168,43 @@ def test_cancellation_between_tokens(engine) -> None:
     assert full.token_ids[: len(result.token_ids)] == result.token_ids
 
 
+def test_a_cancelled_prefill_keeps_its_finished_chunks_for_the_next_request(
+    built_tiny_entry,  # noqa: F811
+) -> None:
+    """The next keystroke's request cancels this one mid-prefill; the chunks already
+    prefilled stay in the session, so the next request prefills only the rest, and
+    its tokens are those of a cold run."""
+    engine = Engine.load(built_tiny_entry, threads=1, verify=False, prefill_chunk=8)
+    prompt = "def f(x):\n    return x\n" * 6
+    ids = engine.encode(prompt)
+    assert len(ids) > 3 * engine.prefill_chunk
+    cancel = threading.Event()
+    runs: list[int] = []
+    real_run = engine._run
+
+    def run_then_cancel(slot, feed, cached):  # type: ignore[no-untyped-def]
+        runs.append(len(feed))
+        if len(runs) == 2:
+            cancel.set()  # the user typed during the second chunk
+        return real_run(slot, feed, cached)
+
+    engine._run = run_then_cancel  # type: ignore[method-assign]
+    stopped = engine.generate(prompt, GREEDY, session="doc", cancel=cancel)
+    engine._run = real_run  # type: ignore[method-assign]
+    assert stopped.finish_reason == "cancelled" and stopped.token_ids == ()
+    assert runs == [8, 8]
+
+    warm = engine.generate(prompt, GREEDY, session="doc")
+    assert warm.reused_tokens == 16  # both finished chunks were kept
+    expected = cold(engine, prompt)
+    assert warm.token_ids == expected.token_ids and warm.text == expected.text
+
+
+def test_prefill_chunks_must_be_positive(built_tiny_entry) -> None:  # noqa: F811
+    with pytest.raises(ValueError, match="prefill_chunk"):
+        Engine.load(built_tiny_entry, threads=1, verify=False, warmup=False, prefill_chunk=0)
+
+
 def test_cancellation_from_another_thread(engine) -> None:
     cancel = threading.Event()
     timer = threading.Timer(0.05, cancel.set)
