@@ -147,8 +147,9 @@ class LocalBackend:
     kind = "local"
     suffix_field = False
 
-    def __init__(self, engine: Any) -> None:
+    def __init__(self, engine: Any, follows: tuple[Any, str] | None = None) -> None:
         self.engine = engine
+        self.follows = follows  # (Registry, name): the production pointer this model came from
         self.model = f"{engine.entry.name} {engine.entry.version}"
         self.device = str(getattr(engine, "device", "cpu"))
         self.fim = Fim.from_manifest(engine.entry.manifest.get("tokenizer", {}).get("fim"))
@@ -167,7 +168,35 @@ class LocalBackend:
         registry = Registry(config.registry)
         name = config.model or os.environ.get("ACEPILOT_MODEL") or only_model(registry)
         entry = registry.resolve(name)
-        return cls(Engine.load(entry, threads=config.threads))
+        # A registry name (not an entry directory) follows its production pointer.
+        follows = (registry, name) if name in registry.names() else None
+        return cls(Engine.load(entry, threads=config.threads), follows)
+
+    def newer_production(self) -> tuple[Any, int] | None:
+        """The production entry and the pointer's mtime, when the pointer names another
+        version than the one served (a promotion or a rollback); blocking."""
+        if self.follows is None:
+            return None
+        registry, name = self.follows
+        pointer = registry.root / name / "production"
+        try:
+            stamp = pointer.stat().st_mtime_ns
+        except OSError:
+            return None
+        version = registry.production(name)
+        if version is None or version == self.engine.entry.version:
+            return None
+        return registry.entry(name, version), stamp
+
+    def successor(self, entry: Any, config: Config) -> LocalBackend:
+        """A backend for another version of the same model (blocking: loads and checks it)."""
+        from server.engine import Engine
+
+        return LocalBackend(Engine.load(entry, threads=config.threads), self.follows)
+
+    def retire(self) -> None:
+        """Stop taking work; what was submitted still finishes (a swap fails no request)."""
+        self._executor.shutdown(wait=False)
 
     def count_tokens(self, text: str) -> int:
         return len(self.engine.tokenizer.encode(text, add_special_tokens=False).ids)

@@ -50,12 +50,21 @@ from pygls.uris import to_fs_path
 from server import __version__
 from server.errors import AcepilotError
 from server.lsp import config as settings
-from server.lsp.backends import Backend, BackendError, Request, Result, Ticket, load_backend
+from server.lsp.backends import (
+    Backend,
+    BackendError,
+    LocalBackend,
+    Request,
+    Result,
+    Ticket,
+    load_backend,
+)
 from server.lsp.cache import LruCache, Shown, TypingAhead
 from server.lsp.config import Config, ConfigError
 from server.lsp.documents import Change, Document, DocumentError, DocumentStore, line_content
 from server.lsp.languages import language
 from server.lsp.postprocess import SINGLE, Context, cut_block, postprocess
+from server.lsp.production import POLL_S, follow_production
 from server.lsp.prompt import (
     QUERY_LINES,
     WINDOW_STRIDE,
@@ -160,6 +169,7 @@ class AcepilotServer(LanguageServer):
         self._cpu = concurrent.futures.ThreadPoolExecutor(2, thread_name_prefix="acepilot-prompt")
         self._pending_messages: list[str] = []
         self._background: set[asyncio.Future[None]] = set()
+        self.follow_poll_s = POLL_S
 
     # ---- documents ---------------------------------------------------------
 
@@ -297,6 +307,8 @@ class AcepilotServer(LanguageServer):
             self._start_telemetry(backend, config)
             with contextlib.suppress(BackendError):  # told about at the first completion
                 await backend.prepare()
+            if isinstance(backend, LocalBackend) and backend.follows is not None:
+                self._follow(backend, config, generation)
         self.backend_ready.set()
         self._end_progress(token, "ready" if backend else "failed")
         if backend is None:
@@ -307,6 +319,34 @@ class AcepilotServer(LanguageServer):
             log.info("backend ready: %s %s on %s", backend.kind, backend.model, backend.device)
             self.counter = TokenCounter(backend.count_tokens)
             self.send_status("ready")
+
+    def _follow(self, backend: LocalBackend, config: Config, generation: int) -> None:
+        """Swap to a new production version of the model when the registry says so."""
+
+        def swap(new: LocalBackend) -> None:
+            new.observer = self._observe
+            self.backend = new
+            self.cache.clear()
+            self.counter = TokenCounter(new.count_tokens)
+            log.info("now serving %s (production changed)", new.model)
+            self.send_status("ready")
+
+        def refuse(message: str) -> None:
+            log.warning("%s", message)
+            self.show_error(f"Acepilot: {message}")
+
+        task = asyncio.ensure_future(
+            follow_production(
+                backend,
+                config,
+                lambda: generation == self._backend_generation,
+                swap,
+                refuse,
+                self.follow_poll_s,
+            )
+        )
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
 
     def _observe(self, result: Result) -> None:
         """Every backend generation, also cancelled ones: tokens for `acepilot/stats`."""

@@ -200,3 +200,77 @@ async def test_kv_reuse_can_be_turned_off(built_tiny_registry: Path, tmp_path: P
         stats = await get_stats(client)
         assert [g["reused_tokens"] for g in stats["recent_generations"]] == [0, 0]
         assert stats["prefilled_tokens"] == stats["prompt_tokens"] > 0
+
+
+def add_version(registry: Path, source: str, version: str, damage: bool = False) -> None:
+    """Register a copy of `source` as `version` (as a promotion would); `damage` flips a
+    byte of the graph, so its sha256 no longer matches the manifest."""
+    import json
+    import shutil
+
+    target = registry / TINY_NAME / version
+    shutil.copytree(registry / TINY_NAME / source, target)
+    manifest = json.loads((target / "manifest.json").read_text())
+    manifest["version"] = version
+    (target / "manifest.json").write_text(json.dumps(manifest))
+    if damage:
+        graph = target / "model.onnx"
+        data = bytearray(graph.read_bytes())
+        data[len(data) // 2] ^= 0xFF
+        graph.write_bytes(bytes(data))
+
+
+async def wait_model(statuses: list[Any], model: str, timeout: float = 120, since: int = 0) -> None:
+    """Wait for a ready status naming `model` among statuses[since:]."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if any(
+            status_field(s, "state") == "ready" and status_field(s, "model") == model
+            for s in statuses[since:]
+        ):
+            return
+        await asyncio.sleep(0.05)
+    raise AssertionError(f"never served {model!r}: {statuses}")
+
+
+async def test_a_running_server_follows_promotion_and_rollback(
+    built_tiny_registry: Path, tmp_path: Path
+) -> None:
+    """The production pointer moves (promote, rollback): the running server swaps to the
+    version it names; a version that fails its sha256 check is refused with a message and
+    the old one keeps serving."""
+    import shutil
+
+    from server.registry import Registry
+
+    registry = tmp_path / "registry"
+    shutil.copytree(built_tiny_registry, registry)
+    options = local_options(registry)
+    async with running_server("visual_studio_code", options, tmp_path) as (client, _, statuses):
+        await wait_model(statuses, f"{TINY_NAME} v1", 300)
+        uri = (tmp_path / "ops.py").as_uri()
+        open_doc(client, uri, SOURCE)
+
+        add_version(registry, "v1", "v2")
+        Registry(registry).set_production(TINY_NAME, "v2")  # a promotion
+        await wait_model(statuses, f"{TINY_NAME} v2")
+        await inline(client, uri, 8, 14)  # served by v2
+        stats = await get_stats(client)
+        assert status_field(stats, "model_requests") == 1
+
+        add_version(registry, "v2", "v3", damage=True)
+        Registry(registry).set_production(TINY_NAME, "v3")  # a corrupt promotion
+        for _ in range(600):
+            if any("v3" in m.message and "cannot be loaded" in m.message for m in client.messages):
+                break
+            await asyncio.sleep(0.05)
+        else:
+            raise AssertionError(f"no refusal message: {client.messages}")
+        assert not any(status_field(s, "model") == f"{TINY_NAME} v3" for s in statuses)
+        other = (tmp_path / "more.py").as_uri()  # a new position: the model is asked
+        open_doc(client, other, SOURCE)
+        await inline(client, other, 8, 14)  # v2 still serves
+        assert status_field(await get_stats(client), "model_requests") == 2
+
+        Registry(registry).set_production(TINY_NAME, "v1")  # a rollback
+        await wait_model(statuses, f"{TINY_NAME} v1", since=len(statuses))
