@@ -32,8 +32,8 @@ def register(subparsers: argparse._SubParsersAction[Any]) -> None:
             "'repeat the previous line'; the int8 ONNX build with its parity gate; then it "
             "becomes production of acepilot-tiny in the registry. Seeded and deterministic. "
             "Every stage is kept in the work dir: a rerun skips what is done, an interrupted "
-            "run resumes (training from its last checkpoint). About 15 minutes on 2 cores "
-            "the first time (docs/acepilot-tiny.md), seconds afterwards."
+            "run resumes (training from its last checkpoint). About 6 minutes on an idle 2-core "
+            "machine the first time (docs/acepilot-tiny.md), seconds afterwards."
         ),
     )
     parser.add_argument(

@@ -5,7 +5,7 @@ model is configured (--model or $ACEPILOT_MODEL), the demo makes sure
 acepilot-tiny is production in the registry: built once by `acepilot
 bootstrap` (training/bootstrap.py: trained here on the Python standard
 library, evaluated against baselines, int8 ONNX with its parity gate; about
-15 minutes on 2 cores the first time, cached afterwards) and prints the
+6 minutes on an idle 2-core machine the first time, cached afterwards) and prints the
 engine's completion for a sample file or a position of your own file. With a
 configured model it completes with that one and trains nothing.
 """
@@ -45,8 +45,8 @@ def register(subparsers: argparse._SubParsersAction[Any]) -> None:
             "Print a model's completion at a position of a file (default: a sample file, "
             "cursor at its end). The model is --model / $ACEPILOT_MODEL when given; otherwise "
             f"{MODEL_NAME}, Acepilot's own default model, which is trained, evaluated and built "
-            "here the first time (`acepilot bootstrap`; about 15 minutes on 2 cores) and reused "
-            "afterwards."
+            "here the first time (`acepilot bootstrap`; about 6 minutes on an idle 2-core "
+            "machine) and reused afterwards."
         ),
     )
     parser.add_argument(
