@@ -33,17 +33,19 @@ pytestmark = pytest.mark.skipif(not DATA.is_dir(), reason=f"HumanEval-X data not
 NAME = "team"
 
 
+TINY_EVAL = HumanEvalConfig(
+    languages=("python",),
+    data=str(DATA),
+    tasks=(0, 1),
+    sampling=Sampling(max_new_tokens=16),
+    ks=(1,),
+    workers=1,
+    progress=False,
+)
+
+
 def tiny_eval(entry: ModelEntry, out: Path) -> dict[str, object]:
-    config = HumanEvalConfig(
-        languages=("python",),
-        data=str(DATA),
-        tasks=(0, 1),
-        sampling=Sampling(max_new_tokens=16),
-        ks=(1,),
-        workers=1,
-        progress=False,
-    )
-    return evaluate(EngineGenerator(entry, threads=1), config, out)
+    return evaluate(EngineGenerator(entry, threads=1), TINY_EVAL, out)
 
 
 @pytest.fixture(scope="module")
@@ -193,17 +195,8 @@ def test_promote_a_checkpoint_builds_it_with_parity(
     from training.eval.promotion import promote
 
     root = fresh_registry(setup, "checkpoint")
-    config = HumanEvalConfig(
-        languages=("python",),
-        data=str(DATA),
-        tasks=(0, 1),
-        sampling=Sampling(max_new_tokens=16),
-        ks=(1,),
-        workers=1,
-        progress=False,
-    )
     out = setup["root"] / "eval-checkpoint"
-    summary = evaluate(TorchGenerator(random_codegen_dir), config, out)
+    summary = evaluate(TorchGenerator(random_codegen_dir), TINY_EVAL, out)
     assert summary["model"]["kind"] == "torch"
     baseline = from_humaneval(
         json.loads((setup["root"] / "eval-production" / "summary.json").read_text()),

@@ -502,6 +502,11 @@ def bootstrap(
             seconds[name] = round(time.monotonic() - began, 1)
             return value
 
+        def ensure(stage: Stage, make: Callable[[Path], Any]) -> None:
+            """Build `stage` (atomically, timed) unless a finished one is there."""
+            if not stage.done():
+                timed(stage.path.name, lambda: stage.build_atomically(make))
+
         say(
             f"[1/7] sources: {len(sources.train)} training files, "
             f"{len(sources.held_out)} held-out files",
@@ -513,36 +518,18 @@ def bootstrap(
 
         tokenizer_stage = Stage(work, "tokenizer", tokenizer_key)
         say(f"[2/7] tokenizer: byte-level BPE, {config.vocab_size} tokens", quiet)
-        if not tokenizer_stage.done():
-            timed(
-                "tokenizer",
-                lambda: tokenizer_stage.build_atomically(
-                    lambda tmp: make_tokenizer(sources, config, tmp)
-                ),
-            )
+        ensure(tokenizer_stage, lambda tmp: make_tokenizer(sources, config, tmp))
         if stop_after == "tokenizer":
             return None
 
         data_stage = Stage(work, "data", data_key)
         say(f"[3/7] data: packed rows of {config.seq_len} tokens", quiet)
-        if not data_stage.done():
-            timed(
-                "data",
-                lambda: data_stage.build_atomically(
-                    lambda tmp: make_data(sources, config, tokenizer_stage.path, tmp)
-                ),
-            )
+        ensure(data_stage, lambda tmp: make_data(sources, config, tokenizer_stage.path, tmp))
         if stop_after == "data":
             return None
 
         init_stage = Stage(work, "init", init_key)
-        if not init_stage.done():
-            timed(
-                "init",
-                lambda: init_stage.build_atomically(
-                    lambda tmp: make_init(config, tokenizer_stage.path, tmp)
-                ),
-            )
+        ensure(init_stage, lambda tmp: make_init(config, tokenizer_stage.path, tmp))
         if stop_after == "init":
             return None
 
@@ -563,13 +550,7 @@ def bootstrap(
 
         build_stage = Stage(work, "build", build_key)
         say(f"[5/7] build: fused ONNX graph, {config.precision}, parity gate", quiet)
-        if not build_stage.done():
-            timed(
-                "build",
-                lambda: build_stage.build_atomically(
-                    lambda tmp: make_build(config, checkpoint, tmp, progress)
-                ),
-            )
+        ensure(build_stage, lambda tmp: make_build(config, checkpoint, tmp, progress))
         entry = private_entry(build_stage.path)
         if stop_after == "build":
             return None
@@ -580,15 +561,12 @@ def bootstrap(
             "perplexity; baselines: bigram, repeat previous line",
             quiet,
         )
-        if not eval_stage.done():
-            timed(
-                "evaluate",
-                lambda: eval_stage.build_atomically(
-                    lambda tmp: evaluate(
-                        config, sources, data_stage.path, checkpoint, entry, tmp, progress
-                    )
-                ),
-            )
+        ensure(
+            eval_stage,
+            lambda tmp: evaluate(
+                config, sources, data_stage.path, checkpoint, entry, tmp, progress
+            ),
+        )
         evaluation = read_json(eval_stage.path / "results.json") or {}
         verdict = beats_baselines(evaluation)
         if config.require_better and verdict:

@@ -253,7 +253,7 @@ class Engine:
             )
         ids, truncated = self._prompt_ids(prompt, self.max_length - params.max_new_tokens)
         if not self._acquire(cancel, end):
-            reason = "cancelled" if cancel is not None and cancel.is_set() else "deadline"
+            reason = self._stopped(cancel, end) or "deadline"
             return Generation("", (), reason, len(ids), 0, 0.0, 0.0, truncated)
         try:
             return self._generate(ids, truncated, params, session, cancel, on_token, end)
@@ -325,10 +325,9 @@ class Engine:
 
         tokens: list[int] = []
         decode_s = 0.0
-        if cancel is not None and cancel.is_set():
-            return result("cancelled")
-        if end is not None and time.monotonic() >= end:
-            return result("deadline")
+        stopped = self._stopped(cancel, end)
+        if stopped:
+            return result(stopped)
 
         tick = time.perf_counter()
         del slot.ids[reused:]  # if a run fails, the cache holds only what is valid

@@ -177,8 +177,10 @@ class LocalBackend:
         version than the one served (a promotion or a rollback); blocking."""
         if self.follows is None:
             return None
+        from server.registry import PRODUCTION
+
         registry, name = self.follows
-        pointer = registry.root / name / "production"
+        pointer = registry.root / name / PRODUCTION
         try:
             stamp = pointer.stat().st_mtime_ns
         except OSError:

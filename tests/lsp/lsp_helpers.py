@@ -227,6 +227,20 @@ async def wait_state(statuses: list[Any], state: str, timeout: float = 120) -> A
     raise AssertionError(f"no {state!r} status within {timeout} s: {statuses}")
 
 
+def change(
+    uri: str, version: int, start: tuple[int, int], end: tuple[int, int], text: str
+) -> types.DidChangeTextDocumentParams:
+    """An incremental didChange: replace start..end (line, character) with text."""
+    return types.DidChangeTextDocumentParams(
+        text_document=types.VersionedTextDocumentIdentifier(version=version, uri=uri),
+        content_changes=[
+            types.TextDocumentContentChangePartial(
+                range=types.Range(types.Position(*start), types.Position(*end)), text=text
+            )
+        ],
+    )
+
+
 def open_doc(client: LanguageClient, uri: str, text: str, language: str = "python") -> None:
     client.text_document_did_open(
         types.DidOpenTextDocumentParams(types.TextDocumentItem(uri, language, 1, text))

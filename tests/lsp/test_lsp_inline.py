@@ -8,6 +8,7 @@ from typing import Any
 import pytest
 from lsp_helpers import (
     CLIENTS,
+    change,
     inline,
     items_of,
     open_doc,
@@ -59,19 +60,6 @@ async def test_capabilities_and_inline_completion(
 def units(text: str, encoding: str) -> int:
     """Code units of text in the negotiated encoding (computed independently of the server)."""
     return len(text.encode("utf-16-le")) // 2 if encoding == "utf-16" else len(text.encode("utf-8"))
-
-
-def change(
-    uri: str, version: int, start: tuple[int, int], end: tuple[int, int], text: str
-) -> types.DidChangeTextDocumentParams:
-    return types.DidChangeTextDocumentParams(
-        text_document=types.VersionedTextDocumentIdentifier(version=version, uri=uri),
-        content_changes=[
-            types.TextDocumentContentChangePartial(
-                range=types.Range(types.Position(*start), types.Position(*end)), text=text
-            )
-        ],
-    )
 
 
 @pytest.mark.parametrize("client_name", CLIENTS)

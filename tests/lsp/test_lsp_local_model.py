@@ -18,6 +18,7 @@ from typing import Any
 import pytest
 from lsp_helpers import (
     CLIENTS,
+    change,
     get_stats,
     inline,
     items_of,
@@ -80,17 +81,7 @@ async def test_inline_completion_from_the_tiny_model(
             assert item.range == types.Range(types.Position(8, 14), types.Position(8, 14))
             assert item.insert_text.strip()
         # a keystroke later: the engine reuses the document's KV cache
-        client.text_document_did_change(
-            types.DidChangeTextDocumentParams(
-                text_document=types.VersionedTextDocumentIdentifier(version=2, uri=uri),
-                content_changes=[
-                    types.TextDocumentContentChangePartial(
-                        range=types.Range(types.Position(8, 14), types.Position(8, 14)),
-                        text="\n    res",
-                    )
-                ],
-            )
-        )
+        client.text_document_did_change(change(uri, 2, (8, 14), (8, 14), "\n    res"))
         await inline(client, uri, 9, 7)
         stats = await client.protocol.send_request_async("acepilot/stats", {})
         prompt_tokens = status_field(stats, "prompt_tokens")

@@ -13,6 +13,7 @@ from typing import Any
 
 import pytest
 from lsp_helpers import (
+    change,
     get_stats,
     inline,
     items_of,
@@ -25,19 +26,6 @@ from lsprotocol import types
 
 pytestmark = pytest.mark.timeout(120)
 RESYNC = "acepilot/resync"
-
-
-def partial(
-    uri: str, version: int, start: tuple[int, int], end: tuple[int, int], text: str
-) -> types.DidChangeTextDocumentParams:
-    return types.DidChangeTextDocumentParams(
-        text_document=types.VersionedTextDocumentIdentifier(version=version, uri=uri),
-        content_changes=[
-            types.TextDocumentContentChangePartial(
-                range=types.Range(types.Position(*start), types.Position(*end)), text=text
-            )
-        ],
-    )
 
 
 def full(uri: str, version: int, text: str) -> types.DidChangeTextDocumentParams:
@@ -73,15 +61,15 @@ async def test_stale_document_asks_for_resync(failure: str, stub: Any, tmp_path:
         open_doc(client, uri, "a = 1\nb = \n")
         assert items_of(await inline(client, uri, 1, 4))
         if failure == "past the end":
-            client.text_document_did_change(partial(uri, 2, (40, 0), (40, 0), "lost = 1\n"))
+            client.text_document_did_change(change(uri, 2, (40, 0), (40, 0), "lost = 1\n"))
         else:
-            client.text_document_did_change(partial(uri, 2, (0, 0), (0, 0), "# one\n"))
-            client.text_document_did_change(partial(uri, 2, (0, 0), (0, 0), "# two\n"))
+            client.text_document_did_change(change(uri, 2, (0, 0), (0, 0), "# one\n"))
+            client.text_document_did_change(change(uri, 2, (0, 0), (0, 0), "# two\n"))
         ask = await next_resync(asks, 1)
         assert ask == {"uri": uri}
         calls = len(stub.bodies)
         assert items_of(await inline(client, uri, 1, 4)) == []  # never from a wrong text
-        client.text_document_did_change(partial(uri, 3, (0, 0), (0, 0), "c = 3\n"))  # ignored
+        client.text_document_did_change(change(uri, 3, (0, 0), (0, 0), "c = 3\n"))  # ignored
         assert items_of(await inline(client, uri, 1, 4)) == []
         assert len(stub.bodies) == calls  # the model was not asked
         stats = await get_stats(client)
@@ -92,7 +80,7 @@ async def test_stale_document_asks_for_resync(failure: str, stub: Any, tmp_path:
         assert [item.insert_text for item in items] == ["value"]
         assert stub.bodies[-1]["prompt"].endswith("a = 1\nb = 2\nresult = ")
         # incremental changes apply again
-        client.text_document_did_change(partial(uri, 5, (2, 9), (2, 9), "b"))
+        client.text_document_did_change(change(uri, 5, (2, 9), (2, 9), "b"))
         await inline(client, uri, 2, 10)
         assert stub.bodies[-1]["prompt"].endswith("result = b")
 
@@ -102,7 +90,7 @@ async def test_reopening_makes_it_fresh(stub: Any, tmp_path: Path) -> None:
     async with running_server("neovim", remote_options(stub), tmp_path) as (client, _, _):
         uri = (tmp_path / "o.py").as_uri()
         open_doc(client, uri, "x = \n")
-        client.text_document_did_change(partial(uri, 2, (0, 4), (0, 0), "reversed"))
+        client.text_document_did_change(change(uri, 2, (0, 4), (0, 0), "reversed"))
         assert items_of(await inline(client, uri, 0, 4)) == []
         client.text_document_did_close(
             types.DidCloseTextDocumentParams(types.TextDocumentIdentifier(uri))
