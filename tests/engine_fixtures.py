@@ -16,6 +16,7 @@ from server.build.pipeline import build_model
 from server.registry import ModelEntry, Registry
 
 TINY_NAME = "tiny"
+TINY_INT8_NAME = "tiny-int8"
 
 
 @pytest.fixture(scope="session")
@@ -39,3 +40,26 @@ def built_tiny_registry(
 @pytest.fixture(scope="session")
 def built_tiny_entry(built_tiny_registry: Path) -> ModelEntry:
     return Registry(built_tiny_registry).resolve(TINY_NAME)
+
+
+@pytest.fixture(scope="session")
+def built_tiny_int8_registry(
+    trained_codegen_dir: Path, tmp_path_factory: pytest.TempPathFactory
+) -> Path:
+    """A registry holding `tiny-int8` v1: int8 weights and (the CPU default) an int8 KV cache."""
+    root = tmp_path_factory.getbasetemp() / "engine-registry-int8"
+    registry = Registry(root)
+    if not registry.versions(TINY_INT8_NAME):
+        build_model(
+            str(trained_codegen_dir),
+            precision="int8",
+            registry=registry,
+            name=TINY_INT8_NAME,
+            progress=False,
+        )
+    return root
+
+
+@pytest.fixture(scope="session")
+def built_tiny_int8_entry(built_tiny_int8_registry: Path) -> ModelEntry:
+    return Registry(built_tiny_int8_registry).resolve(TINY_INT8_NAME)

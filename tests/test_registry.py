@@ -328,7 +328,7 @@ def set_path(path: str, value: Any) -> Any:
         (set_path("graph.num_layers", "2"), "'graph.num_layers' must be an integer"),
         (set_path("graph.num_layers", True), "'graph.num_layers' must be an integer"),
         (set_path("graph.head_dim", -1), "must be a positive integer"),
-        (set_path("graph.kv_dtype", "int8"), "graph.kv_dtype must be one of"),
+        (set_path("graph.kv_dtype", "int4"), "graph.kv_dtype must be one of"),
         (set_path("graph.logits", "all"), "graph.logits must be 'last'"),
         (set_path("graph.file", "other.onnx"), "is not listed in 'files'"),
         (set_path("tokenizer.file", 3), "'tokenizer.file' must be a string"),

@@ -14,8 +14,9 @@ from server import __version__
 from server.build.checkpoint import Checkpoint, resolve_checkpoint
 from server.build.codegen_graph import CodeGenGraphBuilder, CodeGenShape
 from server.build.graph_io import GraphStepper, check_fused, save_graph
+from server.build.kv_cache import calibrate_kv_scales, quantize_kv_cache, resolve_kv_cache
 from server.build.parity import ParityReport, check_parity
-from server.build.quantize import quantize_matmuls
+from server.build.quantize import quantization_settings, quantize_matmuls
 from server.errors import BuildError, ModelSourceError
 from server.registry import ModelEntry, Registry
 
@@ -41,13 +42,17 @@ def build_model(
     revision: str | None = None,
     parity: str = "enforce",
     progress: bool = True,
+    kv_cache: str = "auto",
 ) -> ModelEntry:
+    """`kv_cache`: auto (int8 for CPU int8/int4 builds, else the graph's float type),
+    float, or int8 (server/build/kv_cache.py)."""
     if precision not in PRECISIONS:
         raise BuildError(f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
     if device not in DEVICES:
         raise BuildError(f"device must be one of {', '.join(DEVICES)}, got {device!r}")
     if parity not in PARITY_MODES:
         raise BuildError(f"parity must be one of {', '.join(PARITY_MODES)}, got {parity!r}")
+    int8_kv = resolve_kv_cache(kv_cache, precision, device)
     from tqdm import tqdm
 
     steps = tqdm(total=5, desc="model build", unit="step", disable=not progress)
@@ -66,6 +71,18 @@ def build_model(
     if precision in ("int8", "int4"):
         steps.set_postfix_str(f"quantize {precision}")
         graph = quantize_matmuls(graph, precision, device)
+    kv_quantization = None
+    if int8_kv:
+        steps.set_postfix_str("calibrate int8 KV cache")
+        k_scales, v_scales, tokens = calibrate_kv_scales(
+            model,
+            lambda text: list(tokenizer(text)["input_ids"]),
+            shape.n_positions,
+            shape.rotary_dim,
+        )
+        graph = quantize_kv_cache(graph, k_scales, v_scales)
+        kv_quantization = {"bits": 8, "granularity": "per_channel", "calibration_tokens": tokens}
+    kv_dtype = "int8" if int8_kv else dtype
     op_counts = check_fused(graph, shape)
     steps.update()
 
@@ -79,7 +96,9 @@ def build_model(
         steps.set_postfix_str("parity")
         report = None
         if parity != "skip":
-            report = run_parity(precision, device, model, tokenizer, staging / "model.onnx", shape)
+            report = run_parity(
+                precision, device, model, tokenizer, staging / "model.onnx", shape, kv_dtype
+            )
             if report.failures and parity == "enforce":
                 raise BuildError(
                     f"parity gate failed for {precision}: {'; '.join(report.failures)} "
@@ -87,8 +106,12 @@ def build_model(
                 )
         steps.update()
 
-        manifest = make_manifest(checkpoint, shape, precision, device, dtype, tokenizer, report)
+        manifest = make_manifest(checkpoint, shape, precision, device, kv_dtype, tokenizer, report)
         manifest["graph"]["op_counts"] = op_counts
+        if precision in ("int8", "int4"):
+            manifest["graph"]["weights"] = quantization_settings(precision, device)
+        if kv_quantization is not None:
+            manifest["graph"]["kv_quantization"] = kv_quantization
         manifest["graph"]["files"] = files
         steps.set_postfix_str("register")
         entry = registry.commit(staging, name, manifest)
@@ -126,9 +149,15 @@ def load_reference(checkpoint: Checkpoint) -> tuple[Any, Any]:
 
 
 def run_parity(
-    precision: str, device: str, model: Any, tokenizer: Any, path: Path, shape: CodeGenShape
+    precision: str,
+    device: str,
+    model: Any,
+    tokenizer: Any,
+    path: Path,
+    shape: CodeGenShape,
+    kv_dtype: str,
 ) -> ParityReport:
-    stepper = GraphStepper(path, shape, graph_dtype(precision, device), device)
+    stepper = GraphStepper(path, shape, kv_dtype, device)
 
     def encode(text: str) -> list[int]:
         return list(tokenizer(text)["input_ids"])
@@ -143,7 +172,7 @@ def make_manifest(
     shape: CodeGenShape,
     precision: str,
     device: str,
-    dtype: str,
+    kv_dtype: str,
     tokenizer: Any,
     report: ParityReport | None,
 ) -> dict[str, Any]:
@@ -170,7 +199,7 @@ def make_manifest(
             "num_kv_heads": shape.n_head,
             "head_dim": shape.head_dim,
             "max_length": shape.n_positions,
-            "kv_dtype": dtype,
+            "kv_dtype": kv_dtype,
             "logits": "last",
         },
         "tokenizer": {

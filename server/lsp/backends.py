@@ -63,6 +63,10 @@ class Ticket:
         # whether the request went through prompt building (else no overhead to count).
         self.waited_ms = 0.0
         self.prompt_built = False
+        # What answered it: "model" (with its generation's tokens and finish reason) or "cache".
+        self.source = "model"
+        self.generated_tokens = 0
+        self.finish_reason = ""
 
     @property
     def cancelled(self) -> bool:

@@ -79,6 +79,7 @@ from server.lsp.prompt import (
 from server.lsp.stats import (
     GenerationRecord,
     Issued,
+    RequestRecord,
     Stats,
     TelemetrySender,
     parse_event,
@@ -465,7 +466,9 @@ class AcepilotServer(LanguageServer):
         if rest:
             self.stats.typing_ahead += 1
             self.ahead.remember(document, line, column, rest)
-            self.stats.answered((time.perf_counter() - started) * 1000, None)
+            self.stats.answered(
+                RequestRecord((time.perf_counter() - started) * 1000, "typing_ahead"), None
+            )
             return document, line, column, rest
         previous = self.tickets.get(uri)
         if previous is not None:
@@ -484,7 +487,10 @@ class AcepilotServer(LanguageServer):
             total = (time.perf_counter() - started) * 1000
             # The server's own share: all but waiting (model load, debounce) and the backend.
             overhead = total - ticket.waited_ms if ticket.prompt_built else None
-            self.stats.answered(total, overhead)
+            record = RequestRecord(
+                total, ticket.source, ticket.generated_tokens, ticket.finish_reason
+            )
+            self.stats.answered(record, overhead)
         return found
 
     async def _complete(
@@ -554,6 +560,7 @@ class AcepilotServer(LanguageServer):
         raw = self.cache.get(key)
         if raw is not None:
             self.stats.cache_hits += 1
+            ticket.source = "cache"
         else:
             debounce_started = time.perf_counter()
             if await ticket.wait(config.debounce_ms / 1000):
@@ -566,6 +573,8 @@ class AcepilotServer(LanguageServer):
             if result is None:
                 return None
             raw = result.text
+            ticket.generated_tokens = result.generated_tokens
+            ticket.finish_reason = result.finish_reason
             if result.finish_reason not in ("deadline", "cancelled") or not ticket.cancelled:
                 self.cache.put(key, raw)
             self._record(result, started)

@@ -67,6 +67,19 @@ class GenerationRecord:
         return self.prompt_tokens - self.reused_tokens
 
 
+@dataclass(frozen=True)
+class RequestRecord:
+    """One answered completion request: how long it took and what answered it.
+
+    `source`: typing_ahead, cache or model; for the model, the tokens its generation
+    decoded and why it ended ("length": all of maxNewTokens, the slowest answers)."""
+
+    total_ms: float
+    source: str
+    generated_tokens: int = 0
+    finish_reason: str = ""
+
+
 @dataclass
 class Stats:
     """What `acepilot/stats` returns (see `snapshot`)."""
@@ -91,6 +104,7 @@ class Stats:
     latencies: deque[float] = field(default_factory=lambda: deque(maxlen=WINDOW))
     overheads: deque[float] = field(default_factory=lambda: deque(maxlen=WINDOW))
     recent: deque[GenerationRecord] = field(default_factory=lambda: deque(maxlen=WINDOW))
+    requests_recent: deque[RequestRecord] = field(default_factory=lambda: deque(maxlen=WINDOW))
 
     def generation(self, record: GenerationRecord) -> None:
         self.generations += 1
@@ -99,9 +113,10 @@ class Stats:
         self.generated_tokens += record.generated_tokens
         self.recent.append(record)
 
-    def answered(self, total_ms: float, overhead_ms: float | None) -> None:
+    def answered(self, record: RequestRecord, overhead_ms: float | None) -> None:
         """A request answered (with or without items): its latency, and the server's share."""
-        self.latencies.append(total_ms)
+        self.latencies.append(record.total_ms)
+        self.requests_recent.append(record)
         if overhead_ms is not None:
             self.overheads.append(overhead_ms)
 
@@ -136,6 +151,10 @@ class Stats:
             "recent_generations": [
                 {**asdict(record), "prefilled_tokens": record.prefilled_tokens}
                 for record in self.recent
+            ],
+            "recent_requests": [
+                {**asdict(record), "total_ms": round(record.total_ms, 2)}
+                for record in self.requests_recent
             ],
             "completions": {
                 **self.events,

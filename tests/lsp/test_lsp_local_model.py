@@ -219,6 +219,13 @@ async def test_kv_reuse_can_be_turned_off(built_tiny_registry: Path, tmp_path: P
         stats = await get_stats(client)
         assert [g["reused_tokens"] for g in stats["recent_generations"]] == [0, 0]
         assert stats["prefilled_tokens"] == stats["prompt_tokens"] > 0
+        # Per request: what answered it, how long it took, how its generation ended.
+        requests = stats["recent_requests"]
+        assert [r["source"] for r in requests] == ["model", "model"]
+        for request, generation in zip(requests, stats["recent_generations"], strict=True):
+            assert request["generated_tokens"] == generation["generated_tokens"] <= 4
+            assert request["finish_reason"] == generation["finish_reason"] != "cancelled"
+            assert request["total_ms"] > 0
 
 
 def add_version(registry: Path, source: str, version: str, damage: bool = False) -> None:

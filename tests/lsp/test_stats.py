@@ -13,6 +13,7 @@ import pytest
 from server.lsp.stats import (
     GenerationRecord,
     Issued,
+    RequestRecord,
     Stats,
     TelemetryEvent,
     TelemetrySender,
@@ -33,8 +34,8 @@ def test_snapshot_sums_and_means() -> None:
     stats = Stats()
     stats.generation(GenerationRecord(100, 90, 5, "stop", 1.0, 2.0))
     stats.generation(GenerationRecord(50, 0, 7, "cancelled", 1.0, 2.0))
-    stats.answered(10.0, 1.0)
-    stats.answered(30.0, None)
+    stats.answered(RequestRecord(10.0, "model", 16, "length"), 1.0)
+    stats.answered(RequestRecord(30.0, "typing_ahead"), None)
     snap = stats.snapshot()
     assert snap["prompt_tokens"] == 150 and snap["reused_tokens"] == 90
     assert snap["prefilled_tokens"] == 60 and snap["prefilled_mean"] == 30
@@ -42,6 +43,10 @@ def test_snapshot_sums_and_means() -> None:
     assert [g["prefilled_tokens"] for g in snap["recent_generations"]] == [10, 50]
     assert snap["latency"]["count"] == 2 and snap["latency"]["p50_ms"] == 10.0
     assert snap["overhead"] == {"count": 1, "p50_ms": 1.0, "p95_ms": 1.0}
+    assert snap["recent_requests"] == [
+        {"total_ms": 10.0, "source": "model", "generated_tokens": 16, "finish_reason": "length"},
+        {"total_ms": 30.0, "source": "typing_ahead", "generated_tokens": 0, "finish_reason": ""},
+    ]
     json.dumps(snap)  # it travels as JSON
 
 
