@@ -166,3 +166,24 @@ def test_ragged_batches_over_the_int8_cache_match_one_at_a_time(int8_engine: Eng
         batch.close()
     assert [results.get(i) for i in range(len(prompts))] == [e.token_ids for e in expected]
     assert max(steps) >= 2, f"the generations never shared a decode step: {steps}"
+
+
+def test_float_weights_with_an_int8_cache_are_judged_as_int8(trained_codegen_dir, tmp_path) -> None:
+    """--kv-cache int8 on fp32 weights: the exact fp32 gate cannot hold for a quantized
+    cache, so the build is judged by the int8 thresholds, and says so."""
+    from server.build.pipeline import build_model
+    from server.registry import Registry
+
+    entry = build_model(
+        str(trained_codegen_dir),
+        precision="fp32",
+        registry=Registry(tmp_path),
+        name="fp32-int8kv",
+        kv_cache="int8",
+        progress=False,
+    )
+    results = entry.manifest["parity"]
+    assert entry.manifest["graph"]["kv_dtype"] == "int8"
+    assert results["status"] == "passed" and results["gate"] == "int8"
+    assert 0 < results["relative_logit_error"] <= parity.THRESHOLDS["int8"][0]
+    assert "weights" not in entry.manifest["graph"]  # the weights stay fp32
