@@ -9,8 +9,8 @@ int4 uses 128, the group size of GPTQ/AWQ 4-bit models: a block-32 int4
 weight spends a fifth of its bytes on fp32 scales, and decode is bound by
 bytes read. Measured on the 350M shapes on this project's 2-core machine,
 MatMulNBits per decode step: 8.9 ms at block 32, 7.3 at 64, 6.4 at 128; on
-the trained test model both block sizes pass the int4 parity gate with the
-same margins (docs/parity.md).
+the trained test model both block sizes pass the int4 parity gate with
+similar margins (docs/parity.md).
 """
 
 from __future__ import annotations

@@ -37,8 +37,9 @@ def register(subparsers: argparse._SubParsersAction[Any]) -> None:
         default="auto",
         choices=("auto", "float", "int8"),
         help="KV cache type. auto (default): int8 for CPU int8/int4 builds (calibrated "
-        "per-channel scales; half the attention time at long contexts), else the graph's "
-        "float type; float: always the float type; int8: CPU only",
+        "per-channel scales; a 350M decode step at an 850-token context went from 11.2 to "
+        "9.2 ms on a 2-core CPU), else the graph's float type; float: always the float "
+        "type; int8: CPU only, float weights then face the int8 parity gate",
     )
     build.add_argument(
         "--registry",
