@@ -80,13 +80,11 @@ def ensure_artifact(cache: Path, checkpoint: Path, shape: str, precision: str) -
 def current_recipe(entry: Any, precision: str) -> bool:
     """Whether a cached artifact was built the way `model build` builds today (KV cache
     type, weight block size): a benchmark must measure what a user would get."""
-    from server.build.kv_cache import resolve_kv_cache
-    from server.build.pipeline import graph_dtype
+    from server.build.pipeline import kv_cache_dtype
     from server.build.quantize import quantization_settings
 
     graph = entry.manifest["graph"]
-    int8_kv = resolve_kv_cache("auto", precision, "cpu")
-    if graph["kv_dtype"] != ("int8" if int8_kv else graph_dtype(precision, "cpu")):
+    if graph["kv_dtype"] != kv_cache_dtype(precision, "cpu"):
         return False
     if precision in ("int8", "int4"):
         return bool(graph.get("weights") == quantization_settings(precision, "cpu"))

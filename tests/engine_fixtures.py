@@ -19,22 +19,21 @@ TINY_NAME = "tiny"
 TINY_INT8_NAME = "tiny-int8"
 
 
+def registry_with(trained: Path, root: Path, name: str, precision: str) -> Path:
+    """`root` holding `name` v1 built from the trained checkpoint (once per session)."""
+    registry = Registry(root)
+    if not registry.versions(name):
+        build_model(str(trained), precision=precision, registry=registry, name=name, progress=False)
+    return root
+
+
 @pytest.fixture(scope="session")
 def built_tiny_registry(
     trained_codegen_dir: Path, tmp_path_factory: pytest.TempPathFactory
 ) -> Path:
     """A registry holding `tiny` v1: the trained tiny CodeGen, fp32, parity enforced."""
     root = tmp_path_factory.getbasetemp() / "engine-registry"
-    registry = Registry(root)
-    if not registry.versions(TINY_NAME):
-        build_model(
-            str(trained_codegen_dir),
-            precision="fp32",
-            registry=registry,
-            name=TINY_NAME,
-            progress=False,
-        )
-    return root
+    return registry_with(trained_codegen_dir, root, TINY_NAME, "fp32")
 
 
 @pytest.fixture(scope="session")
@@ -48,16 +47,7 @@ def built_tiny_int8_registry(
 ) -> Path:
     """A registry holding `tiny-int8` v1: int8 weights and (the CPU default) an int8 KV cache."""
     root = tmp_path_factory.getbasetemp() / "engine-registry-int8"
-    registry = Registry(root)
-    if not registry.versions(TINY_INT8_NAME):
-        build_model(
-            str(trained_codegen_dir),
-            precision="int8",
-            registry=registry,
-            name=TINY_INT8_NAME,
-            progress=False,
-        )
-    return root
+    return registry_with(trained_codegen_dir, root, TINY_INT8_NAME, "int8")
 
 
 @pytest.fixture(scope="session")

@@ -32,6 +32,13 @@ def graph_dtype(precision: str, device: str) -> str:
     return "float16" if precision == "fp16" or device == "cuda" else "float32"
 
 
+def kv_cache_dtype(precision: str, device: str, kv_cache: str = "auto") -> str:
+    """The KV cache's type in the manifest: int8 (server/build/kv_cache.py) or the graph's."""
+    if resolve_kv_cache(kv_cache, precision, device):
+        return "int8"
+    return graph_dtype(precision, device)
+
+
 def build_model(
     source: str,
     *,
@@ -52,7 +59,7 @@ def build_model(
         raise BuildError(f"device must be one of {', '.join(DEVICES)}, got {device!r}")
     if parity not in PARITY_MODES:
         raise BuildError(f"parity must be one of {', '.join(PARITY_MODES)}, got {parity!r}")
-    int8_kv = resolve_kv_cache(kv_cache, precision, device)
+    kv_dtype = kv_cache_dtype(precision, device, kv_cache)
     from tqdm import tqdm
 
     steps = tqdm(total=5, desc="model build", unit="step", disable=not progress)
@@ -72,7 +79,7 @@ def build_model(
         steps.set_postfix_str(f"quantize {precision}")
         graph = quantize_matmuls(graph, precision, device)
     kv_quantization = None
-    if int8_kv:
+    if kv_dtype == "int8":
         steps.set_postfix_str("calibrate int8 KV cache")
         k_scales, v_scales, tokens = calibrate_kv_scales(
             model,
@@ -82,7 +89,6 @@ def build_model(
         )
         graph = quantize_kv_cache(graph, k_scales, v_scales)
         kv_quantization = {"bits": 8, "granularity": "per_channel", "calibration_tokens": tokens}
-    kv_dtype = "int8" if int8_kv else dtype
     op_counts = check_fused(graph, shape)
     steps.update()
 

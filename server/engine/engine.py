@@ -21,9 +21,9 @@ positions come from `seqlens_k`, so stale entries past the prefix are simply
 overwritten). At least one prompt token is always fed, to get logits.
 
 Sessions are bounded (LRU, by count and by KV memory): a 350M fp32 session
-reserves 335 MB of address space (84 MB with an int8 cache). Buffers are zero-filled numpy arrays
-(calloc), so untouched pages cost no RAM; an evicted session's buffers go to
-the next one.
+reserves 335 MB of address space (84 MB with an int8 cache). Buffers are
+zero-filled numpy arrays (calloc), so untouched pages cost no RAM; an evicted
+session's buffers go to the next one.
 
 A prompt longer than max_length - max_new_tokens keeps its tail, cut at a
 token boundary; the cut point moves in steps of 1/8 of that budget, so that
