@@ -48,7 +48,7 @@ def ensure_checkpoint(cache: Path, shape: str) -> Path:
     import torch
     from transformers import CodeGenConfig, CodeGenForCausalLM
 
-    from training.tiny import code_sample_files, train_tokenizer
+    from acepilot.training.tiny import code_sample_files, train_tokenizer
 
     torch.manual_seed(0)
     config = CodeGenConfig(
@@ -63,8 +63,8 @@ def ensure_checkpoint(cache: Path, shape: str) -> Path:
 
 
 def ensure_artifact(cache: Path, checkpoint: Path, shape: str, precision: str) -> Path:
-    from server.build.pipeline import build_model
-    from server.registry import Registry
+    from acepilot.server.build.pipeline import build_model
+    from acepilot.server.registry import Registry
 
     registry = Registry(cache / "registry")
     name = f"bench-{shape}-{precision}"
@@ -80,8 +80,8 @@ def ensure_artifact(cache: Path, checkpoint: Path, shape: str, precision: str) -
 def current_recipe(entry: Any, precision: str) -> bool:
     """Whether a cached artifact was built the way `model build` builds today (KV cache
     type, weight block size): a benchmark must measure what a user would get."""
-    from server.build.pipeline import kv_cache_dtype
-    from server.build.quantize import quantization_settings
+    from acepilot.server.build.pipeline import kv_cache_dtype
+    from acepilot.server.build.quantize import quantization_settings
 
     graph = entry.manifest["graph"]
     if graph["kv_dtype"] != kv_cache_dtype(precision, "cpu"):
@@ -142,8 +142,8 @@ def hf_worker(variant: str, checkpoint: Path, args: argparse.Namespace) -> dict[
 
 
 def ours_worker(variant: str, artifact: Path, args: argparse.Namespace) -> dict[str, Any]:
-    from server.engine import Engine, GenerationParams
-    from server.registry import Registry
+    from acepilot.server.engine import Engine, GenerationParams
+    from acepilot.server.registry import Registry
 
     start = time.perf_counter()
     engine = Engine.load(

@@ -103,7 +103,7 @@ def free_port() -> int:
 
 def source_texts() -> list[str]:
     """Real Python files to type: the standard library sample the tiny models train on."""
-    from training.tiny import code_sample_files
+    from acepilot.training.tiny import code_sample_files
 
     texts = []
     for path in code_sample_files().train:
@@ -133,7 +133,7 @@ class Server:
         self.dir = Path(tempfile.mkdtemp(prefix="team-load-"))
         self.db = self.dir / "tokens.sqlite3"
         command = [
-            sys.executable, "-m", "server.cli", "team-server",
+            sys.executable, "-m", "acepilot.server.cli", "team-server",
             "--registry", str(registry), "--model", model, "--tokens-db", str(self.db),
             "--port", str(self.port), "--max-batch", str(max_batch),
             "--kv-memory", args.kv_memory, "--max-queue", "1024", "--deadline", "600",
@@ -147,7 +147,7 @@ class Server:
         )
 
     def tokens(self, count: int) -> list[str]:
-        from server.team.tokens import TokenStore
+        from acepilot.server.team.tokens import TokenStore
 
         store = TokenStore(self.db)
         return [store.create(f"dev-{i}") for i in range(count)]
@@ -275,9 +275,9 @@ def graph_scaling(artifact: Path, sizes: list[int], context: int = 300) -> str:
     prefill, no scheduling: what any batching server could get from this model here."""
     import numpy as np
 
-    from server.engine import Engine
-    from server.engine.batch import BatchEngine
-    from server.registry import ModelEntry
+    from acepilot.server.engine import Engine
+    from acepilot.server.engine.batch import BatchEngine
+    from acepilot.server.registry import ModelEntry
 
     engine = Engine.load(ModelEntry.load(artifact), max_sessions=1)
     batch = BatchEngine(engine, max_batch=max(sizes), max_rows=max(sizes))

@@ -202,7 +202,7 @@ class Bench:
     async def start(self) -> None:
         env = {**os.environ}
         env.pop("ACEPILOT_MODEL", None)
-        await self.client.start_io(sys.executable, "-m", "server.cli", "serve", env=env)
+        await self.client.start_io(sys.executable, "-m", "acepilot.server.cli", "serve", env=env)
         root = Path(sysconfig.get_paths()["stdlib"])
         await self.client.initialize_async(
             types.InitializeParams(

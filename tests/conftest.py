@@ -31,7 +31,7 @@ from pathlib import Path
 
 import pytest
 
-from training import tiny
+from acepilot.training import tiny
 
 RANDOM_SHAPE = {"n_embd": 128, "n_layer": 2, "n_head": 4, "rotary_dim": 16, "n_positions": 256}
 RANDOM_WIDE_SHAPE = {"n_embd": 256, "n_layer": 2, "n_head": 4, "rotary_dim": 32, "n_positions": 512}

@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from server.build.pipeline import build_model
-from server.registry import ModelEntry, Registry
+from acepilot.server.build.pipeline import build_model
+from acepilot.server.registry import ModelEntry, Registry
 
 TINY_NAME = "tiny"
 TINY_INT8_NAME = "tiny-int8"

@@ -147,10 +147,10 @@ class AcepilotClient implements vscode.Disposable {
       this.fail(check.message);
       return;
     }
-    this.log(`acepilot ${check.version}: starting ${python} -m server.cli serve`);
+    this.log(`acepilot ${check.version}: starting ${python} -m acepilot.server.cli serve`);
     const serverOptions: ServerOptions = {
       command: python,
-      args: ["-m", "server.cli", ...launch.args, "serve"],
+      args: ["-m", "acepilot.server.cli", ...launch.args, "serve"],
       // no `transport`: TransportKind.stdio would append --stdio, which `acepilot serve` does not take
       options: { cwd, env: { ...process.env } },
     };

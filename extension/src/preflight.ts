@@ -11,7 +11,7 @@ import { execFile } from "node:child_process";
 
 /** Prints acepilot's version; fails with ModuleNotFoundError when acepilot is absent. */
 export const CHECK_SCRIPT =
-  "import importlib.metadata as m, server.cli; print(m.version('acepilot'))";
+  "import importlib.metadata as m, acepilot.server.cli; print(m.version('acepilot'))";
 
 export const INSTALL_HINT = "pip install acepilot";
 export const INSTALL_FROM_CHECKOUT = "pip install -e .";

@@ -35,7 +35,9 @@ async def _inline(
 
     environment = {**os.environ, "ACEPILOT_REGISTRY": str(root / "no-registry")}
     environment.pop("ACEPILOT_MODEL", None)
-    await client.start_io(sys.executable, "-m", "server.cli", "serve", env=environment, cwd=root)
+    await client.start_io(
+        sys.executable, "-m", "acepilot.server.cli", "serve", env=environment, cwd=root
+    )
     try:
         await client.initialize_session(
             types.InitializeParams(

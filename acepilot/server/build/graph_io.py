@@ -1,0 +1,91 @@
+"""The built graph as a file: save it, check that it is fully fused, step through it."""
+
+from __future__ import annotations
+
+import logging
+from collections import Counter
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import onnx
+
+from acepilot.server.build.codegen_graph import CodeGenShape
+from acepilot.server.errors import BuildError
+
+log = logging.getLogger(__name__)
+
+EXTERNAL_DATA_BYTES = 1_800_000_000  # protobuf's 2 GB limit, with headroom
+# Every op the fused graph may contain; anything else means a pattern was left unfused.
+FUSED_OPS = {
+    "Gather",
+    "LayerNormalization",
+    "SkipLayerNormalization",
+    "GroupQueryAttention",
+    "MatMul",
+    "MatMulNBits",
+    "FastGelu",
+    "Gelu",
+    "Add",
+    "Slice",
+    "Cast",
+}
+
+
+def check_fused(graph: onnx.ModelProto, shape: CodeGenShape) -> dict[str, int]:
+    counts = Counter(node.op_type for node in graph.graph.node)
+    unexpected = set(counts) - FUSED_OPS
+    if unexpected:
+        raise BuildError(f"graph has unfused ops: {sorted(unexpected)}")
+    if counts["GroupQueryAttention"] != shape.n_layer:
+        raise BuildError(
+            f"expected {shape.n_layer} GroupQueryAttention nodes, got {counts['GroupQueryAttention']}"
+        )
+    return dict(sorted(counts.items()))
+
+
+def save_graph(graph: onnx.ModelProto, path: Path) -> list[str]:
+    """Inline weights when they fit protobuf's limit, one external data file otherwise."""
+    weight_bytes = sum(len(t.raw_data) for t in graph.graph.initializer)
+    if weight_bytes < EXTERNAL_DATA_BYTES:
+        onnx.save_model(graph, path)
+        return [path.name]
+    data_name = path.name + ".data"
+    onnx.save_model(
+        graph, path, save_as_external_data=True, all_tensors_to_one_file=True, location=data_name
+    )
+    return [path.name, data_name]
+
+
+class GraphStepper:
+    """Runs the graph one step at a time on a single sequence (parity's view of it)."""
+
+    def __init__(self, path: Path, shape: CodeGenShape, dtype: str, device: str) -> None:
+        import onnxruntime as ort
+
+        providers = ["CPUExecutionProvider"]
+        if device == "cuda" and "CUDAExecutionProvider" in ort.get_available_providers():
+            providers.insert(0, "CUDAExecutionProvider")
+        elif device == "cuda":
+            log.warning("CUDA is not available here: the parity gate runs on the CPU")
+        self.session = ort.InferenceSession(str(path), providers=providers)
+        kv = np.zeros((1, shape.n_head, shape.n_positions, shape.head_dim), dtype=dtype)
+        self.buffers = {
+            f"{layer}.{kind}": ort.OrtValue.ortvalue_from_numpy(kv.copy())
+            for layer in range(shape.n_layer)
+            for kind in ("key", "value")
+        }
+
+    def __call__(self, ids: Sequence[int], cached: int) -> np.ndarray:
+        binding = self.session.io_binding()
+        total = cached + len(ids)
+        binding.bind_cpu_input("input_ids", np.asarray([ids], dtype=np.int64))
+        binding.bind_cpu_input("seqlens_k", np.asarray([total - 1], dtype=np.int32))
+        binding.bind_cpu_input("total_sequence_length", np.asarray(total, dtype=np.int32))
+        binding.bind_output("logits")
+        for key, buffer in self.buffers.items():
+            binding.bind_ortvalue_input(f"past_key_values.{key}", buffer)
+            binding.bind_ortvalue_output(f"present.{key}", buffer)
+        self.session.run_with_iobinding(binding)
+        logits: np.ndarray = binding.get_outputs()[0].numpy()
+        return logits[0, -1]

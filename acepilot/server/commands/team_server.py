@@ -1,0 +1,240 @@
+"""`acepilot team-server`: one machine serves completions to the whole team.
+
+    acepilot team-server --registry DIR --model NAME [--host 127.0.0.1 --port 8000]
+    acepilot team-server token create NAME | list | revoke NAME [--registry DIR]
+
+An OpenAI-compatible completions server (docs/team-server.md) with continuous
+batching, per-user KV reuse, bearer tokens, limits and hot swap of the
+registry's production version. Tokens live hashed in a SQLite file inside the
+registry directory (--tokens-db to put it elsewhere).
+"""
+
+from __future__ import annotations
+
+import argparse
+import re
+import sys
+from pathlib import Path
+from typing import Any
+
+SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([kmgt]?)i?b?\s*$", re.IGNORECASE)
+
+
+def byte_size(text: str) -> int:
+    """'8G', '512M', '1048576' -> bytes (powers of 1024)."""
+    match = SIZE.match(text)
+    if not match:
+        raise argparse.ArgumentTypeError(f"expected a size such as 8G or 512M, got {text!r}")
+    scale = 1024 ** " kmgt".index(match.group(2).lower() or " ")
+    return int(float(match.group(1)) * scale)
+
+
+def positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
+def positive_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"must be > 0, got {text}")
+    return value
+
+
+def register(subparsers: argparse._SubParsersAction[Any]) -> None:
+    parser = subparsers.add_parser(
+        "team-server",
+        help="serve completions to a team over HTTP (OpenAI API), or manage its tokens",
+        description=(
+            "Run the team server: POST /v1/completions (OpenAI completions API, streaming), "
+            "GET /v1/models, POST /v1/telemetry, /healthz, /readyz, /metrics. Concurrent "
+            "requests share forward passes (continuous batching); each token's requests reuse "
+            "its KV cache; the server follows the registry's production pointer and swaps "
+            "versions without failing requests. Every /v1 request needs "
+            "'Authorization: Bearer TOKEN' (see the 'token' sub-command)."
+        ),
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    parser.add_argument("--registry", type=Path, help="registry directory (default: as `model`)")
+    parser.add_argument("--tokens-db", type=Path, help="token database (default: in the registry)")
+    parser.add_argument("--model", help="registry model name to serve (its production version)")
+    parser.add_argument("--host", default="127.0.0.1", help="address to listen on")
+    parser.add_argument("--port", type=int, default=8000, help="port to listen on")
+    parser.add_argument(
+        "--device", choices=("cpu", "cuda"), help="force a device (default: the manifest's)"
+    )
+    parser.add_argument(
+        "--threads", type=positive_int, help="onnxruntime threads (default: all cores)"
+    )
+    group = parser.add_argument_group("batching and memory")
+    group.add_argument(
+        "--max-batch",
+        type=positive_int,
+        default=16,
+        help="most generations sharing a forward pass (1 turns batching off)",
+    )
+    group.add_argument(
+        "--kv-memory",
+        type=byte_size,
+        default=byte_size("8G"),
+        help="KV cache budget (address space; rows of max_length) for users' caches",
+    )
+    group.add_argument(
+        "--prefill-chunk",
+        type=positive_int,
+        default=256,
+        help="prompt tokens prefilled per step (running generations wait at most one chunk)",
+    )
+    group.add_argument(
+        "--inline-prefill",
+        type=int,
+        default=8,
+        help="a prompt adding at most this many tokens to a user's cache joins the running "
+        "decode steps instead of a prefill run of its own (0: never)",
+    )
+    group.add_argument(
+        "--poll", type=positive_float, default=2.0, help="seconds between registry checks"
+    )
+    limits = parser.add_argument_group("limits")
+    limits.add_argument(
+        "--max-queue", type=positive_int, default=64, help="queued requests (503 past it)"
+    )
+    limits.add_argument(
+        "--max-body", type=byte_size, default=byte_size("1M"), help="request body size (413)"
+    )
+    limits.add_argument(
+        "--max-prompt-tokens", type=positive_int, default=4096, help="prompt tokens (400)"
+    )
+    limits.add_argument("--max-tokens", type=positive_int, default=512, help="max_tokens (400)")
+    limits.add_argument(
+        "--rate", type=positive_float, default=20.0, help="requests/s per token (429)"
+    )
+    limits.add_argument("--burst", type=positive_int, default=40, help="burst per token")
+    limits.add_argument(
+        "--deadline", type=positive_float, default=30.0, help="seconds per request, queue included"
+    )
+    tls = parser.add_argument_group("TLS (or terminate TLS at a reverse proxy)")
+    tls.add_argument("--tls-cert", type=Path, help="certificate chain (PEM)")
+    tls.add_argument("--tls-key", type=Path, help="private key (PEM)")
+    parser.set_defaults(func=run_team_server)
+
+    commands = parser.add_subparsers(dest="team_command", metavar="token")
+    token = commands.add_parser(
+        "token",
+        help="create, list or revoke bearer tokens",
+        description="Manage the team server's bearer tokens (stored as sha256 hashes).",
+    )
+    actions = token.add_subparsers(dest="token_action", metavar="ACTION", required=True)
+    create = actions.add_parser("create", help="issue a token for NAME and print it once")
+    create.add_argument("name", help="who the token is for, e.g. alice@laptop")
+    actions.add_parser("list", help="list token names, creation and revocation times")
+    revoke = actions.add_parser("revoke", help="revoke NAME's token (401 from then on)")
+    revoke.add_argument("name")
+    for sub in (create, revoke, actions.choices["list"]):
+        sub.add_argument("--registry", type=Path, default=argparse.SUPPRESS)
+        sub.add_argument("--tokens-db", type=Path, default=argparse.SUPPRESS)
+    token.set_defaults(func=run_token)
+
+
+def tokens_path(args: argparse.Namespace) -> Path:
+    from acepilot.server.registry import default_root
+    from acepilot.server.team.tokens import default_db
+
+    if getattr(args, "tokens_db", None):
+        return Path(args.tokens_db)
+    return default_db(Path(args.registry) if getattr(args, "registry", None) else default_root())
+
+
+def run_token(args: argparse.Namespace) -> int:
+    from acepilot.server.team.tokens import TokenStore
+
+    store = TokenStore(tokens_path(args))
+    if args.token_action == "create":
+        token = store.create(args.name)
+        print(token)
+        print(f"token for {args.name} (shown once; stored hashed in {store.path})", file=sys.stderr)
+    elif args.token_action == "revoke":
+        store.revoke(args.name)
+        print(f"revoked {args.name}", file=sys.stderr)
+    else:
+        for info in store.list():
+            state = f"revoked {info.revoked}" if info.revoked else "active"
+            print(f"{info.name}\tcreated {info.created}\t{state}")
+    return 0
+
+
+def run_team_server(args: argparse.Namespace) -> int:
+    import uvicorn
+
+    from acepilot.server.engine import Engine
+    from acepilot.server.engine.batch import BatchEngine
+    from acepilot.server.errors import AcepilotError
+    from acepilot.server.registry import Registry, check_name
+    from acepilot.server.team.app import Limits, TeamServer
+    from acepilot.server.team.metrics import ServerMetrics
+    from acepilot.server.team.models import ModelManager
+    from acepilot.server.team.tokens import TokenStore
+
+    if not args.model:
+        raise AcepilotError("team-server: --model NAME is required (a registry model name)")
+    check_name(args.model)
+    if bool(args.tls_cert) != bool(args.tls_key):
+        raise AcepilotError("team-server: give both --tls-cert and --tls-key, or neither")
+    registry = Registry(args.registry)
+    if not registry.versions(args.model):
+        raise registry.unknown(args.model)
+    metrics = ServerMetrics()
+
+    def load(entry: Any) -> BatchEngine:
+        engine = Engine.load(entry, threads=args.threads, device=args.device, max_sessions=1)
+        return BatchEngine(
+            engine,
+            max_batch=args.max_batch,
+            kv_memory=args.kv_memory,
+            prefill_chunk=args.prefill_chunk,
+            max_queue=args.max_queue,
+            inline_prefill=max(0, args.inline_prefill),
+            on_step=lambda size: metrics.batch.observe(size),
+        )
+
+    manager = ModelManager(registry, args.model, load, metrics, poll_s=args.poll)
+    limits = Limits(
+        max_body_bytes=args.max_body,
+        max_prompt_tokens=args.max_prompt_tokens,
+        max_tokens=args.max_tokens,
+        rate=args.rate,
+        burst=args.burst,
+        deadline_s=args.deadline,
+    )
+    server = TeamServer(manager, TokenStore(tokens_path(args)), metrics, limits)
+    config = uvicorn.Config(
+        server.app(),
+        host=args.host,
+        port=args.port,
+        log_level="info" if args.verbose else "warning",
+        access_log=args.verbose >= 2,
+        ssl_certfile=str(args.tls_cert) if args.tls_cert else None,
+        ssl_keyfile=str(args.tls_key) if args.tls_key else None,
+        timeout_graceful_shutdown=10,
+    )
+    scheme = "https" if args.tls_cert else "http"
+    print(
+        f"acepilot team-server: {scheme}://{args.host}:{args.port} serving {args.model} "
+        f"from {registry.root} (batch {args.max_batch})",
+        file=sys.stderr,
+        flush=True,
+    )
+    manager.start()
+    try:
+        uvicorn.Server(config).run()
+    finally:
+        manager.stop()
+    return 0

@@ -1,0 +1,282 @@
+"""The prompt: header comment + snippets from neighbouring tabs + prefix (+ FIM suffix).
+
+    # Path: src/app.py
+    # Language: python
+    # Compare this snippet from src/util.py:
+    # def helper(x):
+    #     return x + 1
+    <the file's lines before the cursor, up to the budget>
+    <the cursor line up to the cursor>
+
+Everything is fitted to a token budget (the model's prompt costs prefill
+time: seconds on a CPU for long prompts). The prefix is cut at a line
+boundary, and the cut moves in steps of CUT_STEP lines, so that successive
+keystrokes keep the same prompt head and the engine's per-document KV cache
+prefills only what changed. For the same reason the snippet choice is cached
+by the server per block of lines, not per keystroke.
+
+Snippets: the other open documents of the same language are cut into windows
+of lines; the windows most similar to the lines before the cursor (Jaccard
+similarity of their identifier sets, as Copilot's neighbouring tabs do) are
+added as comments, with their paths. The current document is never one of them.
+
+Fill-in-the-middle only for models whose manifest declares it
+(`tokenizer.fim` = {"prefix", "suffix", "middle"} special tokens, PSM order),
+or, for a remote server, the OpenAI API's separate `suffix` field when the
+server says its model supports it (`Prompt.suffix`; the server applies its
+own FIM template).
+
+Line breaks are normalised to "\\n" in the prompt; post-processing writes the
+document's own breaks back.
+"""
+
+from __future__ import annotations
+
+import re
+from collections import OrderedDict
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+
+from acepilot.server.lsp.languages import Language
+
+WORD = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+WINDOW_LINES = 12  # lines per snippet window
+WINDOW_STRIDE = 6
+QUERY_LINES = 12  # lines before the cursor compared with the windows
+MAX_SNIPPETS = 3
+MIN_SIMILARITY = 0.1
+CUT_STEP = 16  # the prefix head moves in steps of this many lines
+SUFFIX_SHARE = 4  # FIM: the suffix gets at most 1/SUFFIX_SHARE of the budget
+CHARS_PER_TOKEN = 3  # estimate when no tokenizer is at hand (remote backend)
+
+
+class TokenCounter:
+    """Counts tokens of short texts (lines), with a bounded cache: lines repeat across keystrokes."""
+
+    def __init__(self, count: Callable[[str], int] | None = None, cache_size: int = 65536) -> None:
+        self._count = count or estimate_tokens
+        self._cache: OrderedDict[str, int] = OrderedDict()
+        self._cache_size = cache_size
+
+    def __call__(self, text: str) -> int:
+        cached = self._cache.get(text)
+        if cached is not None:
+            return cached
+        value = self._count(text) if text else 0
+        self._cache[text] = value
+        if len(self._cache) > self._cache_size:
+            self._cache.popitem(last=False)
+        return value
+
+
+def estimate_tokens(text: str) -> int:
+    return -(-len(text) // CHARS_PER_TOKEN)
+
+
+@dataclass(frozen=True)
+class Fim:
+    """Fill-in-the-middle special tokens, from the model manifest."""
+
+    prefix: str
+    suffix: str
+    middle: str
+
+    @classmethod
+    def from_manifest(cls, value: object) -> Fim | None:
+        if not isinstance(value, Mapping):
+            return None
+        parts = [value.get(key) for key in ("prefix", "suffix", "middle")]
+        if not all(isinstance(part, str) and part for part in parts):
+            return None
+        return cls(*parts)  # type: ignore[arg-type]
+
+
+@dataclass(frozen=True)
+class Window:
+    start: int  # first line (0-based) of the window in its document
+    lines: tuple[str, ...]
+    words: frozenset[str]
+
+
+@dataclass(frozen=True)
+class Neighbour:
+    """Another open document: its path as shown in the prompt, and its windows."""
+
+    uri: str
+    path: str
+    windows: tuple[Window, ...]
+
+    @classmethod
+    def from_lines(cls, uri: str, path: str, lines: Sequence[str]) -> Neighbour:
+        windows = []
+        for start in range(0, max(1, len(lines) - WINDOW_STRIDE), WINDOW_STRIDE):
+            chunk = tuple(lines[start : start + WINDOW_LINES])
+            words = frozenset(WORD.findall("\n".join(chunk)))
+            if words:
+                windows.append(Window(start, chunk, words))
+        return cls(uri, path, tuple(windows))
+
+
+@dataclass(frozen=True)
+class Snippet:
+    path: str
+    start: int
+    lines: tuple[str, ...]
+    score: float
+
+
+def jaccard(a: frozenset[str], b: frozenset[str]) -> float:
+    if not a or not b:
+        return 0.0
+    inter = len(a & b)
+    return inter / (len(a) + len(b) - inter)
+
+
+def select_snippets(
+    query: Sequence[str],
+    neighbours: Sequence[Neighbour],
+    budget: int,
+    count: Callable[[str], int],
+    language: Language,
+    current_uri: str,
+) -> list[Snippet]:
+    """The most similar windows of the neighbours that fit `budget` tokens (as comments)."""
+    words = frozenset(WORD.findall("\n".join(query)))
+    if budget <= 0 or not words:
+        return []
+    scored = [
+        Snippet(neighbour.path, window.start, window.lines, jaccard(words, window.words))
+        for neighbour in neighbours
+        if neighbour.uri != current_uri
+        for window in neighbour.windows
+    ]
+    scored.sort(key=lambda snippet: -snippet.score)
+    chosen: list[Snippet] = []
+    used = 0
+    for snippet in scored:
+        if snippet.score < MIN_SIMILARITY or len(chosen) >= MAX_SNIPPETS:
+            break
+        if any(
+            other.path == snippet.path and abs(other.start - snippet.start) < WINDOW_LINES
+            for other in chosen
+        ):
+            continue  # overlapping windows of one file: keep the better one
+        cost = count(render_snippet(snippet, language))
+        if used + cost > budget:
+            continue
+        chosen.append(snippet)
+        used += cost
+    return chosen
+
+
+def render_snippet(snippet: Snippet, language: Language) -> str:
+    lines = [language.comment_line(f"Compare this snippet from {snippet.path}:")]
+    lines += [language.comment_line(line) for line in snippet.lines]
+    return "\n".join(lines) + "\n"
+
+
+def render_header(path: str, language: Language) -> str:
+    return (
+        language.comment_line(f"Path: {path}")
+        + "\n"
+        + language.comment_line(f"Language: {language.id}")
+        + "\n"
+    )
+
+
+@dataclass(frozen=True)
+class PromptInput:
+    """What the prompt is built from; lines are without their line breaks."""
+
+    path: str  # relative to the workspace
+    language: Language
+    before: Sequence[str]  # the lines before the cursor line (at least as many as fit)
+    first_line: int  # document line number of before[0]
+    line_prefix: str  # the cursor line up to the cursor
+    line_suffix: str  # the cursor line after the cursor
+    after: Sequence[str] = ()  # lines after the cursor line (FIM suffix)
+    snippets: Sequence[Snippet] = ()
+
+
+@dataclass(frozen=True)
+class Prompt:
+    text: str  # what the model gets
+    prefix_start: int  # document line where the prefix starts
+    tokens: int  # estimated prompt tokens
+    fim: bool = False
+    snippet_paths: tuple[str, ...] = field(default_factory=tuple)
+    suffix: str | None = None  # the API's `suffix` field (remote FIM); None: not sent
+
+
+def build_prompt(
+    data: PromptInput,
+    budget: int,
+    count: Callable[[str], int],
+    fim: Fim | None = None,
+    separate_suffix: bool = False,
+) -> Prompt:
+    """Header + snippets + the prefix cut at a line boundary (+ FIM suffix) within `budget`.
+
+    `fim`: the suffix goes into the prompt between the model's FIM tokens;
+    `separate_suffix`: it is returned apart (`Prompt.suffix`) for the API's field.
+    """
+    header = render_header(data.path, data.language)
+    snippets = "".join(render_snippet(snippet, data.language) for snippet in data.snippets)
+    used = count(header) + count(snippets)
+    if used >= budget // 2:  # a long path or too many snippets: the code matters more
+        snippets, used = "", count(header)
+        if used >= budget // 2:
+            header, used = "", 0
+
+    suffix_text = ""
+    if fim is not None or separate_suffix:
+        suffix_text, suffix_tokens = fit_suffix(data, (budget - used) // SUFFIX_SHARE, count)
+        used += suffix_tokens + (3 if fim is not None else 0)  # the three FIM tokens
+
+    line_prefix = data.line_prefix
+    line_tokens = count(line_prefix)
+    if line_tokens > budget - used:  # one enormous line: keep its tail
+        keep = max(0, (budget - used) * CHARS_PER_TOKEN)
+        line_prefix = line_prefix[len(line_prefix) - keep :] if keep else ""
+        line_tokens = count(line_prefix)
+    room = budget - used - line_tokens
+    start = len(data.before)
+    while start > 0:
+        cost = count(data.before[start - 1]) + 1  # + the line break
+        if cost > room:
+            break
+        room -= cost
+        start -= 1
+    if start > 0:
+        # Move the head forward to the next multiple of CUT_STEP (document lines): the
+        # cut then stays put while the user types, and the KV cache keeps matching.
+        absolute = data.first_line + start
+        stable = -(-absolute // CUT_STEP) * CUT_STEP - data.first_line
+        if stable <= len(data.before):
+            start = stable
+    prefix_lines = list(data.before[start:])
+    prefix = "".join(line + "\n" for line in prefix_lines) + line_prefix
+    tokens = budget - room
+    body = header + snippets + prefix
+    paths = tuple(dict.fromkeys(snippet.path for snippet in data.snippets)) if snippets else ()
+    if fim is not None:
+        text = f"{fim.prefix}{body}{fim.suffix}{suffix_text}{fim.middle}"
+        return Prompt(text, data.first_line + start, tokens, True, paths)
+    if separate_suffix:
+        return Prompt(body, data.first_line + start, tokens, True, paths, suffix_text)
+    return Prompt(body, data.first_line + start, tokens, False, paths)
+
+
+def fit_suffix(data: PromptInput, budget: int, count: Callable[[str], int]) -> tuple[str, int]:
+    """The text after the cursor, cut at a line boundary within `budget` tokens."""
+    text = data.line_suffix
+    used = count(text)
+    if used > budget:
+        return "", 0
+    for line in data.after:
+        cost = count(line) + 1
+        if used + cost > budget:
+            break
+        text += "\n" + line
+        used += cost
+    return text, used

@@ -1,0 +1,112 @@
+"""Prompt: header in the file's comment syntax, neighbouring-tab snippets, budgeted prefix, FIM."""
+
+from __future__ import annotations
+
+from acepilot.server.lsp.languages import language
+from acepilot.server.lsp.prompt import (
+    CUT_STEP,
+    Fim,
+    Neighbour,
+    PromptInput,
+    TokenCounter,
+    build_prompt,
+    jaccard,
+    select_snippets,
+)
+
+count = TokenCounter(lambda text: len(text.split()) + 1)
+
+
+def test_header_uses_comment_syntax() -> None:
+    for lang, start in (
+        ("python", "# Path: a/b.py"),
+        ("rust", "// Path: a/b.py"),
+        ("html", "<!-- Path: a/b.py -->"),
+    ):
+        data = PromptInput("a/b.py", language(lang), [], 0, "x = ", "")
+        prompt = build_prompt(data, 1000, count)
+        assert prompt.text.startswith(start)
+        assert prompt.text.endswith("x = ")
+    assert (
+        "Language: rust"
+        in build_prompt(PromptInput("m.rs", language("rust"), [], 0, "", ""), 100, count).text
+    )
+
+
+def test_prefix_cut_at_line_boundary_within_budget() -> None:
+    before = [f"line_{i} = {i}" for i in range(200)]
+    data = PromptInput("a.py", language("python"), before, 0, "x = ", "")
+    prompt = build_prompt(data, 120, count)
+    body = prompt.text.split("# Language: python\n", 1)[1]
+    assert body.endswith("line_199 = 199\nx = ")
+    first = body.split("\n", 1)[0]
+    assert first.startswith("line_") and first == before[prompt.prefix_start]
+    assert prompt.prefix_start % CUT_STEP == 0  # the head moves in steps
+    assert prompt.tokens <= 120
+
+
+def test_prefix_head_stable_while_typing() -> None:
+    before = [f"v{i} = {i}" for i in range(300)]
+    starts = set()
+    for extra in range(10):
+        data = PromptInput("a.py", language("python"), before + ["w"] * extra, 0, "x", "")
+        starts.add(build_prompt(data, 200, count).prefix_start)
+    assert len(starts) <= 2
+
+
+def test_huge_single_line_keeps_its_tail() -> None:
+    data = PromptInput("a.py", language("python"), [], 0, "y" * 100_000, "")
+    prompt = build_prompt(data, 50, TokenCounter())
+    assert prompt.text.endswith("y" * 10) and len(prompt.text) < 1000
+
+
+def test_snippets_by_jaccard_never_current_document() -> None:
+    util = [
+        "def parse_config(path):",
+        "    with open(path) as f:",
+        "        return json.load(f)",
+    ] + ["pass"] * 30
+    other = ["class Unrelated:", "    colour = 'red'"] * 10
+    neighbours = [
+        Neighbour.from_lines("file:///util.py", "util.py", util),
+        Neighbour.from_lines("file:///other.py", "other.py", other),
+        Neighbour.from_lines("file:///a.py", "a.py", util),  # the current document
+    ]
+    query = ["import json", "config = parse_config(path)"]
+    chosen = select_snippets(query, neighbours, 200, count, language("python"), "file:///a.py")
+    assert [s.path for s in chosen] == ["util.py"]
+    data = PromptInput("a.py", language("python"), query, 0, "x", "", snippets=chosen)
+    text = build_prompt(data, 500, count).text
+    assert "# Compare this snippet from util.py:\n# def parse_config(path):" in text
+    assert select_snippets(query, neighbours, 0, count, language("python"), "file:///a.py") == []
+    assert jaccard(frozenset("ab"), frozenset("bc")) == 1 / 3
+
+
+def test_fim_only_when_declared() -> None:
+    data = PromptInput(
+        "a.py", language("python"), ["def f(x):"], 0, "    return ", "", after=["", "print(f(1))"]
+    )
+    plain = build_prompt(data, 200, count)
+    assert not plain.fim and "<fim" not in plain.text
+    fim = Fim.from_manifest(
+        {"prefix": "<fim_prefix>", "suffix": "<fim_suffix>", "middle": "<fim_middle>"}
+    )
+    assert (
+        fim is not None
+        and Fim.from_manifest(None) is None
+        and Fim.from_manifest({"prefix": "x"}) is None
+    )
+    prompt = build_prompt(data, 200, count, fim)
+    assert prompt.fim
+    assert prompt.text.startswith("<fim_prefix># Path: a.py")
+    assert prompt.text.endswith("    return <fim_suffix>\n\nprint(f(1))<fim_middle>")
+
+
+def test_separate_suffix_for_the_api_field() -> None:
+    data = PromptInput(
+        "a.py", language("python"), ["def f(x):"], 0, "    return ", ")", after=["print(f(1))"]
+    )
+    prompt = build_prompt(data, 200, count, separate_suffix=True)
+    assert prompt.text == "# Path: a.py\n# Language: python\ndef f(x):\n    return "
+    assert prompt.suffix == ")\nprint(f(1))"
+    assert build_prompt(data, 200, count).suffix is None

@@ -1,0 +1,188 @@
+"""`acepilot complete PATH --line L --column C` end to end on a built model."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from engine_fixtures import TINY_NAME, built_tiny_entry, built_tiny_registry  # noqa: F401
+
+from acepilot.server.cli import main
+from acepilot.server.commands.complete import cursor_offset, cut_at_block_end
+from acepilot.server.engine import Engine, GenerationParams
+from acepilot.server.errors import AcepilotError
+from acepilot.server.registry import Registry
+
+SOURCE = '''import os
+
+
+def read_lines(path):
+    """Return the lines of a file."""
+    with open(path) as handle:
+        return handle.read().splitlines()
+
+
+def count_words(text):
+    total = 0
+    for line in text.splitlines():
+        '''
+
+
+def write_source(tmp_path: Path, text: str = SOURCE) -> Path:
+    path = tmp_path / "sample.py"
+    path.write_text(text, encoding="utf-8")
+    return path
+
+
+def end_of_file(text: str) -> tuple[int, int]:
+    lines = text.split("\n")
+    return len(lines), len(lines[-1]) + 1
+
+
+def test_complete_prints_the_models_completion_cut_at_the_block(
+    built_tiny_registry,  # noqa: F811
+    tmp_path,
+    capsys,
+) -> None:
+    path = write_source(tmp_path)
+    line, column = end_of_file(SOURCE)
+    code = main(
+        ["complete", str(path), "--line", str(line), "--column", str(column)]
+        + ["--registry", str(built_tiny_registry), "--model", TINY_NAME, "--max-tokens", "24"]
+    )
+    assert code == 0
+    printed = capsys.readouterr().out
+    engine = Engine.load(Registry(built_tiny_registry).resolve(TINY_NAME))
+    raw = engine.generate(SOURCE, GenerationParams(max_new_tokens=24, stop=("\n\n",)))
+    assert printed == cut_at_block_end(raw.text, "        ") + "\n"
+
+
+def test_complete_in_the_middle_of_a_line_uses_only_the_text_before_the_cursor(
+    built_tiny_registry,  # noqa: F811
+    tmp_path,
+    capsys,
+) -> None:
+    path = write_source(tmp_path)
+    # Line 7, after "        return handle.": the rest of the line is not in the prompt.
+    args = ["complete", str(path), "--line", "7", "--column", "23", "--json"]
+    args += ["--registry", str(built_tiny_registry), "--max-tokens", "8"]
+    assert main(args) == 0  # the registry's only model is the default
+    result = json.loads(capsys.readouterr().out)
+    assert result["model"] == f"{TINY_NAME} v1"
+    assert result["finish_reason"] in ("length", "eos", "stop")
+    engine = Engine.load(Registry(built_tiny_registry).resolve(TINY_NAME), verify=False)
+    prefix = SOURCE[: cursor_offset(SOURCE, 7, 23, path)]
+    assert prefix.endswith("        return handle.")
+    assert result["prompt_tokens"] == len(engine.encode(prefix))
+
+
+def test_the_console_script_runs_end_to_end(built_tiny_registry, tmp_path) -> None:  # noqa: F811
+    path = write_source(tmp_path)
+    line, column = end_of_file(SOURCE)
+    acepilot = shutil.which("acepilot", path=str(Path(sys.executable).parent)) or "acepilot"
+    env = dict(os.environ, ACEPILOT_REGISTRY=str(built_tiny_registry), ACEPILOT_MODEL=TINY_NAME)
+    result = subprocess.run(
+        [acepilot, "complete", str(path), "--line", str(line), "--column", str(column)]
+        + ["--max-tokens", "8", "--threads", "1", "--json"],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=120,
+    )
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout)["prompt_tokens"] > 10
+
+
+@pytest.mark.parametrize(
+    ("line", "column", "message"),
+    [
+        (99, 1, "line 99 is out of range (the file has 13 lines)"),
+        (1, 11, "column 11 is out of range on line 1 (it has 9 characters; "),
+        (2, 2, "column 2 is out of range on line 2 (it has 0 characters; "),
+    ],
+)
+def test_out_of_range_positions_are_clear_errors(tmp_path, capsys, line, column, message) -> None:
+    path = write_source(tmp_path)
+    args = ["complete", str(path), "--line", str(line), "--column", str(column)]
+    assert main(args + ["--registry", str(tmp_path / "empty")]) == 2
+    err = capsys.readouterr().err
+    assert message in err
+    assert "Traceback" not in err
+
+
+@pytest.mark.parametrize("value", ["0", "-3", "x"])
+def test_positions_must_be_positive_integers(tmp_path, capsys, value) -> None:
+    path = write_source(tmp_path)
+    with pytest.raises(SystemExit) as exit_info:
+        main(["complete", str(path), "--line", value, "--column", "1"])
+    assert exit_info.value.code == 2
+    assert "expected a positive integer" in capsys.readouterr().err
+
+
+def test_unreadable_files_are_clear_errors(tmp_path, capsys) -> None:
+    binary = tmp_path / "binary.py"
+    binary.write_bytes(b"x = '\xff\xfe'\n")
+    cases = [
+        (tmp_path / "missing.py", "no such file"),
+        (tmp_path, "is a directory"),
+        (binary, "not UTF-8 text"),
+    ]
+    for path, message in cases:
+        assert main(["complete", str(path), "--line", "1", "--column", "1"]) == 2
+        err = capsys.readouterr().err
+        assert message in err and "Traceback" not in err
+
+
+def test_model_choice_errors(tmp_path, capsys, built_tiny_registry) -> None:  # noqa: F811
+    path = write_source(tmp_path)
+    base = ["complete", str(path), "--line", "1", "--column", "1"]
+    assert main(base + ["--registry", str(tmp_path / "empty")]) == 2
+    assert "no models in" in capsys.readouterr().err
+    assert main(base + ["--registry", str(built_tiny_registry), "--model", "nope"]) == 2
+    assert "unknown model 'nope'" in capsys.readouterr().err
+    two = tmp_path / "two"
+    for name in ("a", "b"):
+        shutil.copytree(built_tiny_registry / TINY_NAME, two / name)
+    assert main(base + ["--registry", str(two)]) == 2
+    assert "several models" in capsys.readouterr().err
+
+
+def test_help_says_positions_are_one_based(capsys) -> None:
+    with pytest.raises(SystemExit):
+        main(["complete", "--help"])
+    assert "1-based" in capsys.readouterr().out
+
+
+# ---- positions and cutting, without a model -------------------------------------
+
+
+def test_cursor_offsets_count_characters_and_ignore_carriage_returns() -> None:
+    text = "é = 1\r\nxy\n"
+    where = Path("t.py")
+    assert cursor_offset(text, 1, 1, where) == 0
+    assert cursor_offset(text, 1, 6, where) == 5  # end of line 1, before "\r"
+    assert cursor_offset(text, 2, 3, where) == text.index("\n", 7)
+    assert cursor_offset(text, 3, 1, where) == len(text)  # the empty line after the last "\n"
+    with pytest.raises(AcepilotError, match="column 7 is out of range"):
+        cursor_offset(text, 1, 7, where)
+
+
+@pytest.mark.parametrize(
+    ("completion", "line_prefix", "expected"),
+    [
+        ("word)\n", "print(", "word)"),
+        ("x + 1\n    return y\n\nprint(z)", "    y = ", "x + 1\n    return y"),
+        ("\n    return a\n    \n    b = 2", "def f(a):", "\n    return a"),
+        ("total += 1\n        n -= 1\n    return total", "        ", "total += 1\n        n -= 1"),
+        ("\treturn 1\n\tpass\nx", "\t", "\treturn 1\n\tpass"),
+        ("a\n" * 50, "", "\n".join(["a"] * 20)),
+        ("   ", "x = ", ""),
+    ],
+)
+def test_cut_at_block_end(completion, line_prefix, expected) -> None:
+    assert cut_at_block_end(completion, line_prefix) == expected

@@ -1,0 +1,256 @@
+"""`acepilot bootstrap` end to end on the small preset (about a minute on 2 cores).
+
+One module-scoped run goes through every stage (sources, tokenizer, packed
+data, DeepSpeed training, int8 build with the parity gate, held-out
+evaluation against both baselines, publishing). A second, separate process
+trains the same config, is killed with SIGKILL after its first checkpoint and
+resumed: its tokenizer and weights must be byte-identical to the first run's,
+which checks determinism and exact resumption at once.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from acepilot.server.cli import main
+from acepilot.server.registry import Registry
+from acepilot.training import bootstrap as bs
+
+SMALL = bs.BootstrapConfig.preset("small")
+
+
+@pytest.fixture(scope="module")
+def small_run(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+    root = tmp_path_factory.mktemp("bootstrap")
+    work, registry = root / "work", Registry(root / "registry")
+    started = time.monotonic()
+    result = bs.bootstrap(SMALL, work, registry, progress=False, quiet=True)
+    assert result is not None
+    return {
+        "root": root,
+        "work": work,
+        "registry": registry,
+        "result": result,
+        "seconds": time.monotonic() - started,
+    }
+
+
+def stage(work: Path, name: str) -> dict[str, Any]:
+    record: dict[str, Any] = json.loads((work / name / "stage.json").read_text())
+    return record
+
+
+def test_small_bootstrap_publishes_an_evaluated_int8_model(small_run: dict[str, Any]) -> None:
+    registry: Registry = small_run["registry"]
+    result = small_run["result"]
+    assert not result.cached
+    assert registry.production(bs.MODEL_NAME) == "v1"
+    entry = registry.resolve(bs.MODEL_NAME)
+    entry.verify()
+    assert entry.manifest["precision"] == "int8"
+    assert entry.manifest["parity"]["status"] == "passed"
+    assert entry.manifest["config"]["rotary_dim"] % 16 == 0
+
+    record = result.record
+    assert record["version"] == "v1" and record["artifact_bytes"] > 0
+    assert record["parameters"] == SMALL.model_size()
+    assert record["licences"]["python"]["licence"] == "PSF-2.0"
+    evaluation = record["evaluation"]
+    lines = evaluation["line_completion"]
+    assert set(lines) == {"acepilot-tiny", "bigram", "repeat previous line"}
+    for scores in lines.values():
+        assert scores["n"] == SMALL.eval_positions
+        assert 0.0 <= scores["exact_match"] <= 1.0 and 0.0 <= scores["edit_similarity"] <= 1.0
+        assert "python" in scores["languages"]
+    perplexity = evaluation["perplexity"]
+    # the model trained 40 steps: at least better than counting tokens one by one
+    assert perplexity["model"] < perplexity["unigram"]
+    check = perplexity["onnx_check"]  # the served int8 graph agrees with PyTorch
+    assert check["built_artifact"] == pytest.approx(check["pytorch"], rel=0.05)
+    assert len(evaluation["showcase"]) == 3
+    assert all(isinstance(item["completion"], str) for item in evaluation["showcase"])
+    saved = json.loads((small_run["work"] / bs.RECORD).read_text())
+    assert saved["key"] == record["key"]
+
+
+def test_held_out_files_never_reach_training(small_run: dict[str, Any]) -> None:
+    sources = json.loads((small_run["work"] / "sources.json").read_text())
+    train = {name for name, _ in sources["files"]["train"]}
+    validation = {name for name, _ in sources["files"]["validation"]}
+    held_out = {name for name, _ in sources["files"]["held_out"]}
+    assert held_out and train and validation
+    assert not held_out & (train | validation) and not train & validation
+    assert all(name.startswith(("python/", "js/")) for name in train | held_out)
+    # the data stage packed exactly the training and validation files
+    counts = stage(small_run["work"], "data")["counts"]
+    assert counts["train"]["documents"] == len(train)
+    assert counts["validation"]["documents"] == len(validation)
+
+
+def test_rerun_is_cached_and_stages_are_reused(small_run: dict[str, Any]) -> None:
+    work, registry = small_run["work"], small_run["registry"]
+    train_before = stage(work, "train")
+    started = time.monotonic()
+    again = bs.bootstrap(SMALL, work, registry, progress=False, quiet=True)
+    assert again is not None and again.cached and again.entry.version == "v1"
+    assert time.monotonic() - started < small_run["seconds"] / 3
+
+    # An evaluation-only change re-runs the evaluation, not the training or the build,
+    # and publishing the same artifact reuses v1.
+    changed = bs.BootstrapConfig.preset("small", eval_positions=12)
+    result = bs.bootstrap(changed, work, registry, progress=False, quiet=True)
+    assert result is not None and not result.cached
+    assert stage(work, "train") == train_before
+    assert set(result.record["seconds_this_run"]) == {"evaluate", "publish", "total"}
+    assert result.record["evaluation"]["line_completion"]["bigram"]["n"] == 12
+    assert registry.versions(bs.MODEL_NAME) == ["v1"]
+    # back to the original settings for the other tests
+    assert bs.bootstrap(SMALL, work, registry, progress=False, quiet=True) is not None
+
+
+def test_kill_and_resume_gives_the_same_weights(small_run: dict[str, Any], tmp_path: Path) -> None:
+    """Another process, killed after its first checkpoint, then resumed: byte-identical
+    tokenizer and weights (so the run is deterministic, and resuming is exact)."""
+    work = tmp_path / "work"
+    command = [
+        sys.executable,
+        "-m",
+        "acepilot.server.cli",
+        "bootstrap",
+        "--preset",
+        "small",
+        "--work",
+        str(work),
+        "--registry",
+        str(tmp_path / "registry"),
+        "--stop-after",
+        "train",
+        "--no-progress",
+    ]
+    child = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    latest = work / "train" / "checkpoints" / "latest"
+    deadline = time.monotonic() + 600
+    while not latest.exists() and child.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.2)
+    child.send_signal(signal.SIGKILL)
+    child.wait()
+    assert latest.exists(), "the training stage wrote no checkpoint before it was killed"
+    assert not (work / "train" / "stage.json").exists()  # really interrupted mid-training
+
+    done = subprocess.run(command, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "resumed from" in done.stderr
+    first, resumed = small_run["work"], work
+    assert stage(resumed, "tokenizer")["sha256"] == stage(first, "tokenizer")["sha256"]
+    assert stage(resumed, "train")["weights_sha256"] == stage(first, "train")["weights_sha256"]
+
+
+def test_demo_uses_acepilot_tiny_when_no_model_is_configured(
+    small_run: dict[str, Any], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    cache, registry = tmp_path / "cache", tmp_path / "registry"
+    shutil.copytree(small_run["work"], cache / "bootstrap")  # built stages: nothing retrains
+    os.environ.pop("ACEPILOT_MODEL", None)
+    argv = ["demo", "--cache", str(cache), "--registry", str(registry), "--preset", "small"]
+    assert main(argv) == 0
+    out = capsys.readouterr().out
+    assert "acepilot-tiny v1 is production" in out
+    assert "completion by acepilot-tiny v1 (int8, cpu)" in out
+    completion = out.split("completion text: ", 1)[1].strip()
+    assert Registry(registry).production("acepilot-tiny") == "v1"
+
+    # Again: cached, same greedy completion.
+    assert main(argv) == 0
+    again = capsys.readouterr().out
+    assert "(already built: cached)" in again
+    assert again.split("completion text: ", 1)[1].strip() == completion
+
+    # A configured model is used as is: no bootstrap.
+    entry = Registry(registry).resolve("acepilot-tiny")
+    other = tmp_path / "empty-cache"
+    argv = ["demo", "--cache", str(other), "--registry", str(registry), "--model", str(entry.path)]
+    assert main(argv) == 0
+    assert "(configured)" in capsys.readouterr().out
+    assert not (other / "bootstrap").exists()
+
+
+def test_eval_completion_command_on_the_built_model(
+    small_run: dict[str, Any], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`acepilot eval completion` (registered by the eval command) on held-out files."""
+    import argparse
+
+    from acepilot.training.eval import line_completion as lc
+
+    sources = json.loads((small_run["work"] / "sources.json").read_text())
+    root = Path(sources["licences"]["python"]["root"])
+    held = tmp_path / "held"
+    for name in sources["held_out_files"][:2]:
+        relative = name.removeprefix("python/")
+        target = held / ("pkg" if "/" in relative else "flat") / Path(relative).name
+        target.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(root / relative, target)
+    (held / "web").mkdir()
+    (held / "web" / "app.js").write_text("function add(a, b) {\n  return a + b;\n}\n" * 200)
+    parser = argparse.ArgumentParser()
+    lc.add_parser(parser.add_subparsers())
+    train_file = root / sources["files"]["train"][0][0].removeprefix("python/")
+    args = parser.parse_args(
+        [
+            "completion",
+            bs.MODEL_NAME,
+            str(held),
+            "--registry",
+            str(small_run["registry"].root),
+            "-n",
+            "30",
+            "--perplexity-tokens",
+            "200",
+            "--bigram-train",
+            str(train_file),
+            "--json",
+            str(tmp_path / "out.json"),
+            "--no-progress",
+        ]
+    )
+    assert args.func(args) == 0
+    out = capsys.readouterr().out
+    assert "repeat previous line" in out and "bigram" in out and "javascript" in out
+    results = json.loads((tmp_path / "out.json").read_text())
+    model = results["line_completion"]["acepilot-tiny v1"]
+    assert model["n"] == 30
+    assert sum(group["n"] for group in model["languages"].values()) == 30
+    assert set(model["domains"]) <= {"pkg", "flat", "web"} and "web" in model["domains"]
+    assert results["perplexity"]["model"] > 1.0 and results["perplexity"]["bigram"] > 1.0
+
+
+def test_baseline_gate_and_config_checks() -> None:
+    good = {
+        "line_completion": {
+            "acepilot-tiny": {"exact_match": 0.3, "edit_similarity": 0.6},
+            "bigram": {"exact_match": 0.1, "edit_similarity": 0.3},
+            "repeat previous line": {"exact_match": 0.05, "edit_similarity": 0.2},
+        },
+        "perplexity": {"model": 8.0, "bigram": 30.0},
+    }
+    assert bs.beats_baselines(good) == []
+    worse = json.loads(json.dumps(good))
+    worse["line_completion"]["repeat previous line"]["edit_similarity"] = 0.6  # a tie loses
+    worse["perplexity"]["model"] = 31.0
+    failures = bs.beats_baselines(worse)
+    assert len(failures) == 2 and "repeat previous line" in failures[0]
+    with pytest.raises(ValueError, match="rotary_dim"):
+        bs.BootstrapConfig(rotary_dim=24).check()
+    with pytest.raises(ValueError, match="unknown preset"):
+        bs.BootstrapConfig.preset("huge")
+    assert bs.BootstrapConfig().model_size() > 1_000_000
