@@ -3,7 +3,8 @@
 # ripgrep for the VS Code end-to-end test (code-server), and the toolchains
 # the HumanEval-X harness executes generated code with (Go + testify, OpenSSL
 # headers for C++ task 162, Boost headers for C++, the rand/regex/md5 crates
-# for Rust). Idempotent: installs only what is missing.
+# for Rust; bubblewrap for the sandbox's private filesystem view).
+# Idempotent: installs only what is missing.
 # Without root (and without sudo) it prints the command instead and exits 0:
 # the tests that need a missing tool say so and are skipped with the reason.
 set -euo pipefail
@@ -12,6 +13,7 @@ PACKAGES=(
     chromium ripgrep libkrb5-dev nginx
     golang golang-github-stretchr-testify-dev libssl-dev libboost-dev
     librust-rand-dev librust-regex-dev librust-md5-dev
+    bubblewrap
 )
 
 missing=()

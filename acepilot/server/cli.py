@@ -42,7 +42,14 @@ def build_parser() -> argparse.ArgumentParser:
     for module_name in SERVER_COMMANDS:
         importlib.import_module(module_name).register(subparsers)
     for entry in entry_points(group="acepilot.commands"):
-        entry.load()(subparsers)
+        try:
+            entry.load()(subparsers)
+        except Exception as exc:  # a broken or partial training install must not stop serving
+            print(
+                f"acepilot: warning: the {entry.name} commands are unavailable "
+                f"({type(exc).__name__}: {exc})",
+                file=sys.stderr,
+            )
     return parser
 
 

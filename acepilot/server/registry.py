@@ -21,12 +21,14 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import fcntl
 import hashlib
 import json
 import logging
 import os
 import re
 import shutil
+import stat
 import tempfile
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
@@ -36,6 +38,8 @@ from typing import Any
 
 from acepilot.server import __version__
 from acepilot.server.errors import RegistryError
+from acepilot.server.fim import FimFormat, RepoFormat
+from acepilot.server.metrics_check import nonfinite_fields, reject_constant
 
 log = logging.getLogger(__name__)
 
@@ -49,6 +53,8 @@ SHA256 = re.compile(r"^[0-9a-f]{64}$")
 KV_DTYPES = ("float32", "float16", "int8")
 DEVICES = ("cpu", "cuda")
 MAX_MANIFEST_BYTES = 16 << 20
+MAX_POINTER_BYTES = 64  # "v123456789\n" fits many times over
+FICLONE = 0x40049409  # linux/fs.h: share extents copy-on-write (btrfs, XFS, ...)
 HASH_CHUNK = 8 << 20
 COMMIT_ATTEMPTS = 100
 
@@ -69,6 +75,31 @@ def sha256_file(path: Path) -> str:
         while chunk := handle.read(HASH_CHUNK):
             digest.update(chunk)
     return digest.hexdigest()
+
+
+def files_digest(files: Mapping[str, str]) -> str:
+    """One sha256 that names a model's content: over its sorted (file name, sha256) pairs.
+
+    Gates record it for what they evaluated and for the production they compared
+    against; promotion refuses a model or a production whose digest differs.
+    """
+    return hashlib.sha256(json.dumps(sorted(files.items())).encode()).hexdigest()
+
+
+def copy_private(source: Path, target: Path) -> None:
+    """Copy a file so that `target` shares no inode with `source`.
+
+    A reflink (copy-on-write clone) where the filesystem supports it, a byte copy
+    otherwise. Never a hard link: writing to the source in place must not change
+    a registered model.
+    """
+    with source.open("rb") as src, target.open("xb") as dst:
+        try:
+            fcntl.ioctl(dst.fileno(), FICLONE, src.fileno())
+            return
+        except OSError:
+            pass  # not supported here (ext4, tmpfs, across filesystems): copy the bytes
+        shutil.copyfileobj(src, dst, HASH_CHUNK)
 
 
 def version_number(version: str) -> int:
@@ -104,16 +135,17 @@ class ModelEntry:
         if not path.is_dir():
             raise RegistryError(f"{path}: not a registry entry directory")
         manifest_path = path / MANIFEST
+        if manifest_path.is_symlink():
+            raise RegistryError(
+                f"{manifest_path}: a symbolic link; an entry's manifest must be its own file"
+            )
         if not manifest_path.is_file():
             raise RegistryError(
                 f"{path}: no {MANIFEST} (not a registry entry, or an incomplete copy of one)"
             )
         if manifest_path.stat().st_size > MAX_MANIFEST_BYTES:
             raise RegistryError(f"{manifest_path}: implausibly large manifest")
-        try:
-            manifest = json.loads(manifest_path.read_text(encoding="utf-8"))
-        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-            raise RegistryError(f"{manifest_path}: not valid JSON ({exc})") from None
+        manifest = read_strict_json(manifest_path)
         validate_manifest(manifest, where=str(manifest_path))
         entry = cls(path, manifest)
         for name in entry.files:
@@ -139,6 +171,11 @@ class ModelEntry:
         return dict(self.manifest["files"])
 
     @property
+    def digest(self) -> str:
+        """The sha256 naming this entry's content (see `files_digest`)."""
+        return files_digest(self.files)
+
+    @property
     def graph(self) -> dict[str, Any]:
         return dict(self.manifest["graph"])
 
@@ -149,6 +186,16 @@ class ModelEntry:
     @property
     def tokenizer_path(self) -> Path:
         return self.file_path(self.manifest["tokenizer"]["file"])
+
+    @property
+    def fim(self) -> FimFormat | None:
+        """The model's fill-in-the-middle format (acepilot/server/fim.py), or None."""
+        return FimFormat.from_manifest(self.manifest.get("tokenizer", {}).get("fim"))
+
+    @property
+    def repo_format(self) -> RepoFormat | None:
+        """The model's repository-level prompt format (acepilot/server/fim.py), or None."""
+        return RepoFormat.from_manifest(self.manifest.get("tokenizer", {}).get("repo"))
 
     def file_path(self, name: str) -> Path:
         """The path of a listed file, refusing names that would leave the entry."""
@@ -179,6 +226,23 @@ class ModelEntry:
                     f"{self.path}: model file {name!r} is corrupt: its sha256 is {actual}, "
                     f"the manifest says {expected}; rebuild the model or restore the file"
                 )
+            if file.stat().st_nlink > 1:  # made by an older acepilot, or by hand
+                log.warning(
+                    "%s: model file %r shares its inode with another path: writing there "
+                    "changes this version too (re-register it to get a private copy)",
+                    self.path,
+                    name,
+                )
+
+
+def read_strict_json(path: Path) -> Any:
+    """A JSON file that must be strict JSON: no NaN or Infinity, bounded nesting."""
+    try:
+        return json.loads(path.read_text(encoding="utf-8"), parse_constant=reject_constant)
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError, RecursionError) as exc:
+        raise RegistryError(f"{path}: not valid JSON ({str(exc)[:200]})") from None
+    except ValueError as exc:  # reject_constant
+        raise RegistryError(f"{path}: not strict JSON ({exc})") from None
 
 
 def check_file_name(name: object, *, where: str) -> str:
@@ -307,11 +371,29 @@ class Registry:
         """The production version of `name`, or None when no pointer was set."""
         pointer = self.root / check_name(name) / PRODUCTION
         try:
-            text = pointer.read_text(encoding="utf-8").strip()
+            # O_NONBLOCK: a FIFO put in its place must not block every reader forever.
+            descriptor = os.open(pointer, os.O_RDONLY | os.O_NONBLOCK)
         except FileNotFoundError:
             return None
-        except (OSError, UnicodeDecodeError) as exc:
+        except OSError as exc:
             raise RegistryError(f"{pointer}: cannot read the production pointer ({exc})") from None
+        try:
+            if not stat.S_ISREG(os.fstat(descriptor).st_mode):
+                raise RegistryError(
+                    f"{pointer}: the production pointer is not a regular file (delete it, "
+                    f"then set it with `acepilot rollback {name} --to VERSION`)"
+                )
+            data = os.read(descriptor, MAX_POINTER_BYTES + 1)
+        except OSError as exc:
+            raise RegistryError(f"{pointer}: cannot read the production pointer ({exc})") from None
+        finally:
+            os.close(descriptor)
+        try:
+            text = data[:MAX_POINTER_BYTES].decode("utf-8").strip()
+        except UnicodeDecodeError:
+            text = repr(data[:40])
+        if len(data) > MAX_POINTER_BYTES:
+            text = text + "..."
         if not VERSION.match(text):
             raise RegistryError(
                 f"{pointer}: corrupt production pointer {text[:40]!r} "
@@ -323,6 +405,11 @@ class Registry:
         """A specific version; the manifest must agree with where the entry lies."""
         version_number(version)
         path = self.root / check_name(name) / version
+        if path.is_symlink():
+            raise RegistryError(
+                f"{path}: a symbolic link; a registry version must be a directory of its own "
+                "(remove the link, or register the model it points to)"
+            )
         if not path.is_dir():
             known = self.versions(name)
             if not known:
@@ -421,6 +508,7 @@ class Registry:
             raise RegistryError(
                 f"{staging_dir}: not a staging directory of {self.root} (use Registry.stage)"
             )
+        strict_json(manifest, where=name)  # before any hashing: fail fast
         files = self._hash_staged(staging_dir)
         if not files:
             raise RegistryError(f"{staging_dir}: nothing to commit (no files)")
@@ -440,7 +528,7 @@ class Registry:
             version = f"v{version_number(existing[-1]) + 1 if existing else 1}"
             final["version"] = version
             validate_manifest(final, where=f"manifest for {name} {version}")
-            write_synced(staging_dir / MANIFEST, json.dumps(final, indent=2, sort_keys=True) + "\n")
+            write_synced(staging_dir / MANIFEST, strict_json(final, where=f"{name} {version}"))
             fsync_directory(staging_dir)
             target = target_dir / version
             if target.exists():
@@ -470,6 +558,8 @@ class Registry:
             if file.is_dir():
                 continue
             check_file_name(relative, where=str(staging_dir))
+            if file.stat().st_nlink > 1:
+                break_hard_link(file)
             with file.open("rb") as handle:
                 digest = hashlib.sha256()
                 while chunk := handle.read(HASH_CHUNK):
@@ -496,6 +586,29 @@ class Registry:
             raise
         fsync_directory(directory)
         log.info("production of %s is now %s", name, version)
+
+
+def strict_json(manifest: Mapping[str, Any], *, where: str) -> str:
+    """The manifest as strict JSON; a NaN or infinite number is refused, by name."""
+    bad = nonfinite_fields(manifest)
+    if bad:
+        fields = ", ".join(f"{path} is not a finite number ({value})" for path, value in bad)
+        raise RegistryError(
+            f"manifest for {where}: {fields}; manifests are strict JSON, and a NaN or "
+            "infinite measurement means the build or its checks are broken"
+        )
+    return json.dumps(manifest, indent=2, sort_keys=True, allow_nan=False) + "\n"
+
+
+def break_hard_link(file: Path) -> None:
+    """Give a staged file its own inode: a registered version never shares bytes on disk
+    with files outside the registry (a scratch build, a candidate), which could be
+    written in place."""
+    private = file.with_name(f".{file.name}.private")
+    private.unlink(missing_ok=True)
+    copy_private(file, private)
+    shutil.copystat(file, private)
+    os.replace(private, file)
 
 
 def write_synced(path: Path, text: str) -> None:

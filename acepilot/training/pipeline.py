@@ -324,9 +324,12 @@ class Pipeline:
         return CompletionSettings((str(held_out),), self.config.completion_positions)
 
     def gate(self) -> dict[str, Any]:
-        from acepilot.training.eval.gate import decide, write_report
+        from acepilot.training.eval.gate import decide, production_record, write_report
         from acepilot.training.eval.workflow import load_policy
 
+        # Promotion refuses this gate if production is no longer this (or is not the
+        # model the baseline was evaluated with): `--restart-from evaluate` then.
+        production = production_record(self.registry(), self.config.name)
         outputs = self.outputs("evaluate")
         files = [s for s in self.config.gate if "=" not in str(s)]
         overrides = [s for s in self.config.gate if "=" in str(s)]
@@ -334,7 +337,7 @@ class Pipeline:
         candidate = self.results(outputs["candidate"], "candidate")
         base = Path(outputs["baseline_model"])
         baseline = self.results(outputs["baseline"], f"{base.parent.name}@{base.name}")
-        decision = decide(candidate, baseline, policy)
+        decision = decide(candidate, baseline, policy, production=production)
         write_report(decision, self.work / "gate")
         return {
             "promote": decision.promote,

@@ -10,7 +10,8 @@ tokenizer) but are small enough to make on a 2-core CPU in minutes:
   affines. transformers initialises biases to zero and LayerNorms to the
   identity, which would hide a converter that drops or swaps them.
 - `train_tiny_codegen`: a small CodeGen actually trained on the Python standard
-  library. Random weights give nearly flat logits, on which quantization
+  library, through the one training loop (acepilot/training/finetune, in a
+  child process). Random weights give nearly flat logits, on which quantization
   error and greedy agreement mean nothing; a trained model has peaked
   logits, so the parity gate and the demo are honest.
 
@@ -30,10 +31,12 @@ import json
 import math
 import os
 import shutil
+import subprocess
+import sys
 import sysconfig
 import tempfile
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -45,7 +48,7 @@ if TYPE_CHECKING:
 EOS_TOKEN = "<|endoftext|>"
 TRAINING_RECORD = "training.json"
 # Bumped by hand when the training recipe changes in a way the arguments do not show.
-RECIPE_VERSION = 1
+RECIPE_VERSION = 2  # 2: trained by training/finetune (the one loop), not a loop of its own
 
 # Standard-library folders that are not ordinary code: tests (huge, repetitive),
 # the IDLE/Tk GUIs and demos, generated tables (encodings, pydoc_data), vendored
@@ -538,27 +541,6 @@ def token_stream(tokenizer: PreTrainedTokenizerFast, texts: Sequence[str], eos: 
     return ids
 
 
-def cosine_lr(step: int, args: TinyTrainingArgs) -> float:
-    """Linear warm-up, then cosine decay to min_lr_ratio of the peak."""
-    if step < args.warmup_steps:
-        return args.learning_rate * (step + 1) / args.warmup_steps
-    progress = (step - args.warmup_steps) / max(1, args.steps - args.warmup_steps)
-    scale = args.min_lr_ratio + (1 - args.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * progress))
-    return args.learning_rate * scale
-
-
-def training_batches(
-    stream: torch.Tensor, args: TinyTrainingArgs, generator: torch.Generator
-) -> Iterator[torch.Tensor]:
-    """Random windows of seq_len tokens from the packed stream (seeded)."""
-    import torch
-
-    limit = len(stream) - args.seq_len
-    while True:
-        starts = torch.randint(0, limit, (args.batch_size,), generator=generator)
-        yield torch.stack([stream[s : s + args.seq_len] for s in starts.tolist()])
-
-
 def eval_windows(stream: Sequence[int], seq_len: int, max_tokens: int) -> list[list[int]]:
     """Consecutive non-overlapping windows covering at most max_tokens predictions."""
     windows = []
@@ -632,103 +614,141 @@ def cpu_threads() -> int:
         return os.cpu_count() or 1
 
 
+def pack_rows(stream: Sequence[int], seq_len: int, path: Path) -> int:
+    """The stream cut into rows of seq_len (the tail dropped), saved as train.npy."""
+    import numpy as np
+
+    rows = len(stream) // seq_len
+    data = np.asarray(stream[: rows * seq_len], dtype=np.uint16).reshape(rows, seq_len)
+    np.save(path, data)
+    return rows
+
+
+def run_finetune(settings: dict[str, Any], log_path: Path) -> None:
+    """acepilot/training/finetune/train.py as a child process, one rank.
+
+    A child, not this process: the loop starts a (gloo) process group, and a
+    test session or a caller that holds one must not meet it."""
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    env = {
+        **os.environ,
+        "RANK": "0",
+        "LOCAL_RANK": "0",
+        "WORLD_SIZE": "1",
+        "MASTER_ADDR": "127.0.0.1",
+        "MASTER_PORT": str(port),
+        "DS_ACCELERATOR": "cpu",
+        "OMP_NUM_THREADS": str(cpu_threads()),
+        "OMP_WAIT_POLICY": os.environ.get("OMP_WAIT_POLICY", "PASSIVE"),
+    }
+    arguments = [f"--{key}={value}" for key, value in settings.items()]
+    command = [sys.executable, "-m", "acepilot.training.finetune.train", *arguments]
+    with open(log_path, "w") as log:
+        done = subprocess.run(command, env=env, stdout=log, stderr=subprocess.STDOUT, check=False)
+    if done.returncode != 0:
+        tail = log_path.read_text(errors="replace")[-3000:]
+        raise RuntimeError(f"training failed (status {done.returncode}):\n{tail}")
+
+
 def _train(
     out_dir: Path, args: TinyTrainingArgs, sample: CodeSample, key: dict[str, Any], progress: bool
 ) -> None:
+    """Tokenizer, packed rows, a seeded init, then the one training loop (training/finetune)."""
     import torch
-    from tqdm import tqdm
     from transformers import CodeGenForCausalLM
 
     started = time.monotonic()
+    train_tokenizer(sample.train, args.vocab_size, out_dir)
+    tokenizer = load_tokenizer(out_dir)
+    eos = tokenizer.eos_token_id
+    assert isinstance(eos, int)
+    train_ids = token_stream(tokenizer, read_texts(sample.train), eos)
+    held_ids = token_stream(tokenizer, read_texts(sample.held_out), eos)
+    tokenizer.model_max_length = args.n_positions  # after tokenizing whole files
+    tokenizer.save_pretrained(str(out_dir))
+    config = codegen_config(
+        vocab_size=padded_vocab(len(tokenizer)),
+        n_embd=args.n_embd,
+        n_layer=args.n_layer,
+        n_head=args.n_head,
+        rotary_dim=args.rotary_dim,
+        n_positions=args.n_positions,
+        eos_token_id=eos,
+    )
+    with tempfile.TemporaryDirectory(dir=out_dir.parent) as scratch:
+        work = Path(scratch)
+        (work / "data").mkdir()
+        pack_rows(train_ids, args.seq_len, work / "data" / "train.npy")
+        torch.manual_seed(args.seed)
+        CodeGenForCausalLM(config).save_pretrained(str(work / "init"), safe_serialization=True)
+        tokenizer.save_pretrained(str(work / "init"))
+        tokenizer_seconds = time.monotonic() - started
+        train_started = time.monotonic()
+        run_finetune(
+            {
+                "init_from": work / "init",
+                "data_dir": work / "data",
+                "out_dir": work / "run",
+                "max_steps": args.steps,
+                "micro_batch": args.batch_size,
+                "learning_rate": args.learning_rate,
+                "min_lr": args.learning_rate * args.min_lr_ratio,
+                "warmup_steps": args.warmup_steps,
+                "weight_decay": args.weight_decay,
+                "eval_interval": args.steps,
+                "checkpoint_interval": args.steps,
+                "keep_checkpoints": 1,
+                "zero_stage": 0,
+                "precision": "fp32",
+                "launcher": "none",
+                "seed": args.seed,
+                "progress": progress,
+            },
+            work / "train.log",
+        )
+        train_seconds = time.monotonic() - train_started
+        log = [json.loads(line) for line in (work / "run" / "log.jsonl").read_text().splitlines()]
+        model = CodeGenForCausalLM.from_pretrained(str(work / "run" / "hf")).eval()
     previous_threads = torch.get_num_threads()
     torch.set_num_threads(cpu_threads())
     try:
-        train_tokenizer(sample.train, args.vocab_size, out_dir)
-        tokenizer = load_tokenizer(out_dir)
-        eos = tokenizer.eos_token_id
-        assert isinstance(eos, int)
-        train_ids = token_stream(tokenizer, read_texts(sample.train), eos)
-        held_ids = token_stream(tokenizer, read_texts(sample.held_out), eos)
-        tokenizer.model_max_length = args.n_positions  # after tokenizing whole files
-        tokenizer.save_pretrained(str(out_dir))
-        tokenizer_seconds = time.monotonic() - started
-
-        torch.manual_seed(args.seed)
-        config = codegen_config(
-            vocab_size=padded_vocab(len(tokenizer)),
-            n_embd=args.n_embd,
-            n_layer=args.n_layer,
-            n_head=args.n_head,
-            rotary_dim=args.rotary_dim,
-            n_positions=args.n_positions,
-            eos_token_id=eos,
-        )
-        model = CodeGenForCausalLM(config)
-        decay = [p for n, p in model.named_parameters() if p.dim() >= 2 and "ln" not in n]
-        no_decay = [p for n, p in model.named_parameters() if p.dim() < 2 or "ln" in n]
-        optimizer = torch.optim.AdamW(
-            [
-                {"params": decay, "weight_decay": args.weight_decay},
-                {"params": no_decay, "weight_decay": 0.0},
-            ],
-            lr=args.learning_rate,
-            betas=(0.9, 0.95),
-        )
-        generator = torch.Generator().manual_seed(args.seed)
-        batches = training_batches(torch.tensor(train_ids), args, generator)
-        model.train()
-        smoothed = None
-        bar = tqdm(range(args.steps), desc="training tiny CodeGen", disable=not progress)
-        train_started = time.monotonic()
-        for step in bar:
-            for group in optimizer.param_groups:
-                group["lr"] = cosine_lr(step, args)
-            batch = next(batches)
-            loss = model(input_ids=batch, labels=batch).loss
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-            optimizer.step()
-            value = float(loss.detach())
-            smoothed = value if smoothed is None else 0.95 * smoothed + 0.05 * value
-            bar.set_postfix(loss=f"{smoothed:.3f}")
-        bar.close()
-        train_seconds = time.monotonic() - train_started
-
         windows = eval_windows(held_ids, args.seq_len, args.eval_tokens)
         held_out_loss = model_loss(model, windows)
-        baselines = ngram_baselines(train_ids, windows, config.vocab_size)
-        held_chars = len(tokenizer.decode([t for w in windows for t in w[1:]]))
-        predicted = sum(len(w) - 1 for w in windows)
-        model.eval()
-        model.save_pretrained(str(out_dir), safe_serialization=True)
-        record = {
-            "key": key,
-            "config": model.config.to_dict(),
-            "parameters": sum(p.numel() for p in model.parameters()),
-            "steps": args.steps,
-            "tokens_seen": args.steps * args.batch_size * args.seq_len,
-            "train_tokens": len(train_ids),
-            "train_files": len(sample.train),
-            "held_out_files": len(sample.held_out),
-            "final_train_loss": smoothed,
-            "held_out": {
-                "tokens": predicted,
-                "loss": held_out_loss,
-                "perplexity": math.exp(held_out_loss),
-                "bits_per_char": held_out_loss * predicted / held_chars / math.log(2),
-                "baselines": baselines,
-            },
-            "seconds": {
-                "tokenizer_and_data": round(tokenizer_seconds, 1),
-                "training": round(train_seconds, 1),
-                "total": round(time.monotonic() - started, 1),
-            },
-            "threads": torch.get_num_threads(),
-        }
-        (out_dir / TRAINING_RECORD).write_text(json.dumps(record, indent=2) + "\n", "utf-8")
     finally:
         torch.set_num_threads(previous_threads)
+    baselines = ngram_baselines(train_ids, windows, config.vocab_size)
+    held_chars = len(tokenizer.decode([t for w in windows for t in w[1:]]))
+    predicted = sum(len(w) - 1 for w in windows)
+    model.save_pretrained(str(out_dir), safe_serialization=True)
+    record = {
+        "key": key,
+        "config": model.config.to_dict(),
+        "parameters": sum(p.numel() for p in model.parameters()),
+        "steps": args.steps,
+        "tokens_seen": args.steps * args.batch_size * args.seq_len,
+        "train_tokens": len(train_ids),
+        "train_files": len(sample.train),
+        "held_out_files": len(sample.held_out),
+        "final_train_loss": log[-1]["loss"] if log else None,
+        "held_out": {
+            "tokens": predicted,
+            "loss": held_out_loss,
+            "perplexity": math.exp(held_out_loss),
+            "bits_per_char": held_out_loss * predicted / held_chars / math.log(2),
+            "baselines": baselines,
+        },
+        "seconds": {
+            "tokenizer_and_data": round(tokenizer_seconds, 1),
+            "training": round(train_seconds, 1),
+            "total": round(time.monotonic() - started, 1),
+        },
+        "trained_by": "acepilot/training/finetune/train.py (DeepSpeed ZeRO-0, one rank)",
+    }
+    (out_dir / TRAINING_RECORD).write_text(json.dumps(record, indent=2) + "\n", "utf-8")
 
 
 def load_model(directory: Path) -> CodeGenForCausalLM:

@@ -43,7 +43,7 @@ export interface ServerSettings {
 }
 
 /** The configuration section, and the SecretStorage key of the team token. */
-export const SECTION = "acepilot";
+export { SECTION } from "./protocol";
 export const TOKEN_SECRET = "acepilot.teamToken";
 
 function text(value: unknown): string | null {

@@ -35,6 +35,7 @@ import {
   toServerSettings,
 } from "./config";
 import { preflight } from "./preflight";
+import { ACCEPTED_COMMAND, RESYNC, STATS, STATUS, TELEMETRY } from "./protocol";
 import { type ServerStatus, StatusModel, summarizeStats } from "./status";
 
 /** Crashes tolerated within CRASH_WINDOW_MS before the extension stops restarting. */
@@ -97,7 +98,7 @@ class AcepilotClient implements vscode.Disposable {
         await context.secrets.delete(TOKEN_SECRET);
         void vscode.window.showInformationMessage("Acepilot: team token removed.");
       }),
-      vscode.commands.registerCommand("acepilot.accepted", (arg?: TelemetryArgument) => {
+      vscode.commands.registerCommand(ACCEPTED_COMMAND, (arg?: TelemetryArgument) => {
         this.telemetry("accepted", arg);
       }),
       vscode.workspace.onDidChangeConfiguration((event) => {
@@ -198,11 +199,11 @@ class AcepilotClient implements vscode.Disposable {
       },
     };
     const client = new LanguageClient("acepilot", "Acepilot", serverOptions, clientOptions);
-    client.onNotification("acepilot/status", (params: ServerStatus) => {
+    client.onNotification(STATUS, (params: ServerStatus) => {
       this.status.serverStatus(params);
       this.render();
     });
-    client.onNotification("acepilot/resync", (params: { uri?: unknown }) => {
+    client.onNotification(RESYNC, (params: { uri?: unknown }) => {
       this.resync(client, params);
     });
     this.client = client;
@@ -350,7 +351,7 @@ class AcepilotClient implements vscode.Disposable {
       void vscode.window.showWarningMessage("Acepilot: the language server is not running.");
       return;
     }
-    const stats: unknown = await client.sendRequest("acepilot/stats", {});
+    const stats: unknown = await client.sendRequest(STATS, {});
     this.log(`stats: ${JSON.stringify(stats)}`);
     void vscode.window.showInformationMessage(summarizeStats(stats));
   }
@@ -404,7 +405,7 @@ class AcepilotClient implements vscode.Disposable {
       id: typeof arg?.id === "string" || typeof arg?.id === "number" ? arg.id : null,
       languageId: typeof arg?.languageId === "string" ? arg.languageId : null,
     };
-    void client.sendNotification("acepilot/telemetry", params).catch(() => undefined);
+    void client.sendNotification(TELEMETRY, params).catch(() => undefined);
   }
 
   /** The server lost track of a document: send its full text at the current version. */

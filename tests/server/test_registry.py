@@ -411,3 +411,133 @@ def test_hashing_in_chunks_matches_hashlib(tmp_path) -> None:
     data = os.urandom(1 << 20) * 9  # more than one 8 MiB chunk
     big.write_bytes(data)
     assert sha256_file(big) == hashlib.sha256(data).hexdigest()
+
+
+# ---- integrity: what independent adversarial testing broke (issue 13) ----------------
+
+
+def test_commit_breaks_hard_links_to_files_outside_the_registry(tmp_path) -> None:
+    """A staged file hard-linked to a scratch file must not stay linked: corrupting the
+    scratch file in place would corrupt the registered version (and production)."""
+    registry = Registry(tmp_path / "registry")
+    scratch = tmp_path / "scratch"
+    scratch.mkdir()
+    (scratch / "model.onnx").write_bytes(b"graph")
+    with registry.stage("tiny") as staging:
+        os.link(scratch / "model.onnx", staging / "model.onnx")
+        (staging / "tokenizer.json").write_text('{"model": {}}')
+        entry = registry.commit(staging, "tiny", manifest_body())
+    source, stored = (scratch / "model.onnx").stat(), (entry.path / "model.onnx").stat()
+    assert stored.st_ino != source.st_ino
+    assert stored.st_nlink == 1 and source.st_nlink == 1
+    with (scratch / "model.onnx").open("r+b") as handle:
+        handle.write(b"G")  # corrupt the scratch copy in place
+    entry.verify()
+    assert (entry.path / "model.onnx").read_bytes() == b"graph"
+
+
+@pytest.mark.parametrize("value", [float("nan"), float("inf"), float("-inf")])
+def test_a_manifest_with_a_non_finite_number_is_never_written(tmp_path, value) -> None:
+    """A NaN metric would be written as a bare NaN, which strict JSON parsers reject."""
+    registry = Registry(tmp_path)
+    parity = {"status": "passed", "relative_logit_error": value}
+    with (
+        pytest.raises(RegistryError, match=r"parity\.relative_logit_error is not a finite"),
+        registry.stage("tiny") as staging,
+    ):
+        (staging / "model.onnx").write_bytes(b"graph")
+        (staging / "tokenizer.json").write_text("{}")
+        registry.commit(staging, "tiny", manifest_body(parity=parity))
+    assert registry.versions("tiny") == []
+
+
+def test_committed_manifests_are_strict_json(tmp_path) -> None:
+    entry = commit_fake(Registry(tmp_path), payload=b"graph")
+
+    def refuse(constant: str) -> None:
+        raise ValueError(constant)
+
+    json.loads((entry.path / "manifest.json").read_text(), parse_constant=refuse)
+
+
+@pytest.mark.parametrize("constant", ["NaN", "Infinity", "-Infinity"])
+def test_a_manifest_with_nan_is_refused_on_load(tmp_path, constant) -> None:
+    entry = commit_fake(Registry(tmp_path))
+    rewrite_manifest(entry, set_path("parity", {"relative_logit_error": "PLACEHOLDER"}))
+    path = entry.path / "manifest.json"
+    path.write_text(path.read_text().replace('"PLACEHOLDER"', constant))
+    with pytest.raises(RegistryError, match="not strict JSON"):
+        ModelEntry.load(entry.path)
+
+
+def test_a_deeply_nested_manifest_is_an_error_not_a_crash(tmp_path) -> None:
+    entry = commit_fake(Registry(tmp_path))
+    (entry.path / "manifest.json").write_text("[" * 200_000 + "]" * 200_000)
+    with pytest.raises(RegistryError, match="not valid JSON"):
+        ModelEntry.load(entry.path)
+
+
+def test_a_version_directory_that_is_a_symlink_out_of_the_registry_is_refused(tmp_path) -> None:
+    """`<registry>/tiny/v2 -> /elsewhere/tiny/v2`: a version the registry does not hold."""
+    registry = Registry(tmp_path / "registry")
+    commit_fake(registry, payload=b"one")
+    elsewhere = Registry(tmp_path / "elsewhere")
+    commit_fake(elsewhere, payload=b"x")
+    outside = commit_fake(elsewhere, payload=b"evil")  # its manifest says tiny v2
+    (tmp_path / "registry" / "tiny" / "v2").symlink_to(outside.path)
+    with pytest.raises(RegistryError, match="symbolic link"):
+        registry.entry("tiny", "v2")
+    with pytest.raises(RegistryError, match="symbolic link"):
+        registry.set_production("tiny", "v2")
+    assert registry.production("tiny") is None
+
+
+def test_a_symlinked_manifest_is_refused(tmp_path) -> None:
+    entry = commit_fake(Registry(tmp_path / "registry"))
+    outside = tmp_path / "manifest.json"
+    outside.write_text((entry.path / "manifest.json").read_text())
+    (entry.path / "manifest.json").unlink()
+    (entry.path / "manifest.json").symlink_to(outside)
+    with pytest.raises(RegistryError, match="symbolic link"):
+        ModelEntry.load(entry.path)
+
+
+def test_a_production_pointer_that_is_not_a_regular_file_is_an_error_not_a_hang(
+    tmp_path,
+) -> None:
+    """A FIFO in place of the pointer would block every reader forever."""
+    registry = Registry(tmp_path)
+    commit_fake(registry)
+    os.mkfifo(tmp_path / "tiny" / "production")
+    outcome: list[BaseException | str | None] = []
+
+    def read() -> None:
+        try:
+            outcome.append(registry.production("tiny"))
+        except BaseException as exc:
+            outcome.append(exc)
+
+    reader = threading.Thread(target=read, daemon=True)
+    reader.start()
+    reader.join(60)  # a guard against a hang, not a speed check
+    if reader.is_alive():  # unblock the reader so the test process can end
+        with open(tmp_path / "tiny" / "production", "w"):
+            pass
+        reader.join(60)
+        pytest.fail("reading a FIFO production pointer blocked")
+    assert isinstance(outcome[0], RegistryError) and "not a regular file" in str(outcome[0])
+
+
+def test_an_oversized_production_pointer_is_corrupt(tmp_path) -> None:
+    registry = Registry(tmp_path)
+    commit_fake(registry)
+    (tmp_path / "tiny" / "production").write_text("v1" + " " * (1 << 20))
+    with pytest.raises(RegistryError, match="corrupt production pointer"):
+        registry.production("tiny")
+
+
+def test_an_entry_digest_names_its_content(tmp_path) -> None:
+    registry = Registry(tmp_path)
+    one, two, again = (commit_fake(registry, payload=p) for p in (b"one", b"two", b"one"))
+    assert one.digest == again.digest != two.digest
+    assert len(one.digest) == 64

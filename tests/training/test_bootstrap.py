@@ -1,11 +1,13 @@
 """`acepilot bootstrap` end to end on the small preset (about a minute on 2 cores).
 
-One module-scoped run goes through every stage (sources, tokenizer, packed
-data, DeepSpeed training, int8 build with the parity gate, held-out
-evaluation against both baselines, publishing). A second, separate process
-trains the same config, is killed with SIGKILL after its first checkpoint and
-resumed: its tokenizer and weights must be byte-identical to the first run's,
-which checks determinism and exact resumption at once.
+One module-scoped run goes through every stage (sources, tokenizer with the
+FIM tokens, FIM/repository-format data, DeepSpeed training, int8 build with
+the parity gate, held-out evaluation against both baselines, publishing). A
+second, separate process trains the same config, is killed with SIGKILL after
+its first checkpoint and resumed: its tokenizer and weights must be
+byte-identical to the first run's, which checks determinism and exact
+resumption at once. The shipped-model path (models/, sha256 checked) is
+tested on an artifact shipped from the small run, and on the real one.
 """
 
 from __future__ import annotations
@@ -25,6 +27,9 @@ import pytest
 from acepilot.server.cli import main
 from acepilot.server.registry import Registry
 from acepilot.training import bootstrap as bs
+from acepilot.training.bootstrap import shipped
+from acepilot.training.bootstrap.evaluate import PREFIX_ONLY, WITH_SUFFIX
+from acepilot.training.bootstrap.pipeline import RECORD
 
 SMALL = bs.BootstrapConfig.preset("small")
 
@@ -61,25 +66,41 @@ def test_small_bootstrap_publishes_an_evaluated_int8_model(small_run: dict[str, 
     assert entry.manifest["parity"]["status"] == "passed"
     assert entry.manifest["config"]["rotary_dim"] % 16 == 0
 
+    # the builder found the FIM and repository tokens in the tokenizer
+    tokenizer = entry.manifest["tokenizer"]
+    assert tokenizer["fim"]["prefix"] == "<fim_prefix>" and tokenizer["fim"]["order"] == "psm"
+    assert set(tokenizer["fim"]["orders"]) == {"psm", "spm"}
+    assert "<|endoftext|>" in tokenizer["fim"]["stop"]
+    assert tokenizer["repo"] == {"repo_name": "<repo_name>", "file_sep": "<file_sep>"}
+    assert entry.fim is not None and entry.repo_format is not None
+
     record = result.record
     assert record["version"] == "v1" and record["artifact_bytes"] > 0
     assert record["parameters"] == SMALL.model_size()
-    assert record["licences"]["python"]["licence"] == "PSF-2.0"
+    assert set(record["licences"]["summary"]["python"]) == {"PSF-2.0"}
     evaluation = record["evaluation"]
     lines = evaluation["line_completion"]
-    assert set(lines) == {"acepilot-tiny", "bigram", "repeat previous line"}
+    assert set(lines) == {PREFIX_ONLY, WITH_SUFFIX, "bigram", "repeat previous line"}
+    languages = set(evaluation["held_out"])
+    assert languages == {"python", "javascript"}
     for scores in lines.values():
-        assert scores["n"] == SMALL.eval_positions
+        assert scores["n"] == SMALL.eval_positions  # the same positions for every predictor
         assert 0.0 <= scores["exact_match"] <= 1.0 and 0.0 <= scores["edit_similarity"] <= 1.0
-        assert "python" in scores["languages"]
+        assert set(scores["languages"]) == languages
+        assert {group["n"] for group in scores["languages"].values()} == {
+            SMALL.eval_positions // 2
+        }
     perplexity = evaluation["perplexity"]
-    # the model trained 40 steps: at least better than counting tokens one by one
+    # the model trained 30 steps: at least better than counting tokens one by one
     assert perplexity["model"] < perplexity["unigram"]
+    assert set(perplexity["per_language"]) == languages
     check = perplexity["onnx_check"]  # the served int8 graph agrees with PyTorch
     assert check["built_artifact"] == pytest.approx(check["pytorch"], rel=0.05)
-    assert len(evaluation["showcase"]) == 3
-    assert all(isinstance(item["completion"], str) for item in evaluation["showcase"])
-    saved = json.loads((small_run["work"] / bs.RECORD).read_text())
+    assert len(evaluation["showcase"]) == 5
+    for item in evaluation["showcase"]:
+        assert isinstance(item["prefix_only"], str) and isinstance(item["with_suffix"], str)
+        assert item["prefix_only_ms"] > 0 and item["with_suffix_ms"] > 0
+    saved = json.loads((small_run["work"] / RECORD).read_text())
     assert saved["key"] == record["key"]
 
 
@@ -90,11 +111,22 @@ def test_held_out_files_never_reach_training(small_run: dict[str, Any]) -> None:
     held_out = {name for name, _ in sources["files"]["held_out"]}
     assert held_out and train and validation
     assert not held_out & (train | validation) and not train & validation
-    assert all(name.startswith(("python/", "js/")) for name in train | held_out)
-    # the data stage packed exactly the training and validation files
+    assert all(name.startswith(("python/", "npm/")) for name in train | held_out)
+    # held out by package: no held-out file shares a package (top folder) with a training file
+    def package(name: str) -> str:
+        return "/".join(name.split("/")[:2]).removesuffix(".py")
+
+    assert not {package(n) for n in held_out} & {package(n) for n in train | validation}
+    # the data stage cut every file into at least one document; half of the training
+    # documents in FIM order (both orders), some with repository context, validation plain
     counts = stage(small_run["work"], "data")["counts"]
-    assert counts["train"]["documents"] == len(train)
-    assert counts["validation"]["documents"] == len(validation)
+    assert counts["train"]["documents"] >= len(train)
+    assert counts["validation"]["documents"] >= len(validation)
+    fim = counts["train"]["fim"]
+    assert fim["psm"] > 0 and fim["spm"] > 0
+    assert 0.3 < (fim["psm"] + fim["spm"]) / counts["train"]["documents"] < 0.7
+    assert counts["train"]["repo_documents"] > 0
+    assert counts["validation"]["fim"] == {} and counts["validation"]["repo_documents"] == 0
 
 
 def test_rerun_is_cached_and_stages_are_reused(small_run: dict[str, Any]) -> None:
@@ -193,18 +225,20 @@ def test_eval_completion_command_on_the_built_model(
     from acepilot.training.eval import line_completion as lc
 
     sources = json.loads((small_run["work"] / "sources.json").read_text())
-    root = Path(sources["licences"]["python"]["root"])
+    root = small_run["work"] / "held_out"  # the evaluation's own copies
     held = tmp_path / "held"
-    for name in sources["held_out_files"][:2]:
+    names = [n for n, _ in sources["files"]["held_out"] if n.startswith("python/")]
+    for name in names[:2]:
         relative = name.removeprefix("python/")
         target = held / ("pkg" if "/" in relative else "flat") / Path(relative).name
         target.parent.mkdir(parents=True, exist_ok=True)
-        shutil.copyfile(root / relative, target)
+        shutil.copyfile(root / name, target)
     (held / "web").mkdir()
     (held / "web" / "app.js").write_text("function add(a, b) {\n  return a + b;\n}\n" * 200)
     parser = argparse.ArgumentParser()
     lc.add_parser(parser.add_subparsers())
-    train_file = root / sources["files"]["train"][0][0].removeprefix("python/")
+    train_file = tmp_path / "train.py"
+    train_file.write_text("def f(x):\n    return x + 1\n" * 100)
     args = parser.parse_args(
         [
             "completion",
@@ -254,3 +288,58 @@ def test_baseline_gate_and_config_checks() -> None:
     with pytest.raises(ValueError, match="unknown preset"):
         bs.BootstrapConfig.preset("huge")
     assert bs.BootstrapConfig().model_size() > 1_000_000
+
+
+def test_shipped_model_is_registered_with_its_sha256_checked(
+    small_run: dict[str, Any], tmp_path: Path
+) -> None:
+    """ship() writes an entry directory with provenance; ensure_shipped registers it
+    once, and refuses a corrupt file or a manifest that is not the pinned one."""
+    from acepilot.server.errors import RegistryError
+
+    published = small_run["result"].entry
+    out = tmp_path / "models" / bs.MODEL_NAME
+    digest = shipped.ship(small_run["work"], published, out)
+    provenance = {p.name for p in (out / "provenance").iterdir()}
+    assert {"bootstrap.json", "sources.json", "training-log.jsonl", "evaluation.json"} <= provenance
+    assert "LICENCES.md" in provenance
+
+    registry = Registry(tmp_path / "registry")
+    entry = shipped.ensure_shipped(registry, out, digest)
+    assert registry.production(bs.MODEL_NAME) == entry.version == "v1"
+    entry.verify()
+    assert shipped.ensure_shipped(registry, out, digest).version == "v1"  # reused, not copied
+    assert registry.versions(bs.MODEL_NAME) == ["v1"]
+    record = shipped.shipped_record(entry)
+    assert record["evaluation"]["line_completion"][PREFIX_ONLY]["n"] == SMALL.eval_positions
+
+    # a manifest that is not the pinned one (another model, or edited hashes)
+    with pytest.raises(RegistryError, match="do not match the shipped model"):
+        shipped.load_shipped(out, "0" * 64)
+    # one flipped byte in the graph: refused by its sha256, never registered
+    broken = tmp_path / "broken"
+    shutil.copytree(out, broken)
+    graph = broken / published.manifest["graph"]["file"]
+    data = bytearray(graph.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    graph.write_bytes(bytes(data))
+    other = Registry(tmp_path / "other")
+    with pytest.raises(RegistryError, match="sha256"):
+        shipped.ensure_shipped(other, broken, digest)
+    assert other.versions(bs.MODEL_NAME) == []
+
+
+@pytest.mark.skipif(not shipped.SHIPPED_DIGEST, reason="no model is shipped yet")
+def test_the_shipped_default_model_loads_and_completes(tmp_path: Path) -> None:
+    """models/acepilot-tiny as committed: its digest is the pinned one, every file's
+    sha256 holds, and it registers and completes code without any training."""
+    from acepilot.server.engine import Engine, GenerationParams
+
+    registry = Registry(tmp_path / "registry")
+    entry = shipped.ensure_shipped(registry)
+    assert entry.digest == shipped.SHIPPED_DIGEST
+    assert sum(entry.file_path(n).stat().st_size for n in entry.files) < 50_000_000
+    assert entry.fim is not None and entry.repo_format is not None
+    engine = Engine.load(entry)
+    result = engine.generate("def add(a, b):\n    return", GenerationParams(max_new_tokens=8))
+    assert result.token_ids

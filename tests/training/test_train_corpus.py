@@ -407,3 +407,94 @@ def test_every_example_config_file_loads() -> None:
     for path in files:
         defaults = CorpusConfig() if path.name.startswith("corpus_") else FinetuneConfig()
         assert configure(defaults, [path.stem]) != defaults
+
+
+# ---------------------------------------------------------------------------
+# The FIM and repository training formats (acepilot/training/corpus/fim.py)
+
+FIM_TEXT = "import os\n\n\ndef add(a, b):\n    return a + b\n\n\ndef sub(a, b):\n    return a - b\n"
+
+
+def test_fim_documents_are_psm_or_spm_and_put_the_text_back_together() -> None:
+    from acepilot.server.fim import FimFormat
+    from acepilot.training.corpus import fim
+
+    tokens = fim.FimTokens()
+    settings = fim.FimSettings(rate=1.0, spm_rate=0.5, line_rate=0.5)
+    rng = random.Random(0)
+    orders = {"psm": 0, "spm": 0}
+    serving = {
+        order: FimFormat.from_manifest(tokens.manifest(order)) for order in ("psm", "spm")
+    }
+    for _ in range(200):
+        document, order = fim.fim_document(FIM_TEXT, tokens, settings, rng)
+        assert order in orders
+        orders[order] += 1
+        assert document.endswith(tokens.eos) and document.count(tokens.eos) == 1
+        body = document[: -len(tokens.eos)]
+        if order == "psm":
+            assert body.startswith(tokens.prefix)
+            prefix, rest = body[len(tokens.prefix) :].split(tokens.suffix)
+            suffix, middle = rest.split(tokens.middle)
+        else:
+            assert body.startswith(tokens.prefix + tokens.suffix)
+            suffix, rest = body[len(tokens.prefix + tokens.suffix) :].split(tokens.middle)
+            prefix, middle = "", rest
+            # SPM: the prefix is written after the middle token, then the middle follows it
+            for cut in range(len(rest) + 1):
+                if FIM_TEXT == rest[:cut] + rest[cut:] + suffix and FIM_TEXT.startswith(rest[:cut]):
+                    prefix, middle = rest[:cut], rest[cut:]
+            assert prefix + middle + suffix == FIM_TEXT
+        assert prefix + middle + suffix == FIM_TEXT
+        # what serving writes for this prefix and suffix is exactly the document's start
+        format_ = serving[order]
+        assert format_ is not None
+        assert document.startswith(format_.render(prefix, suffix))
+    assert min(orders.values()) > 60  # both orders, about half each
+
+
+def test_fim_line_middles_start_at_a_cursor_and_end_at_a_line_end() -> None:
+    from acepilot.training.corpus import fim
+
+    rng = random.Random(1)
+    for _ in range(200):
+        a, b = fim.line_span(FIM_TEXT, rng, max_lines=3)
+        assert 0 <= a <= b <= len(FIM_TEXT)
+        assert b == len(FIM_TEXT) or FIM_TEXT[b] == "\n"
+        line = FIM_TEXT[FIM_TEXT.rfind("\n", 0, a) + 1 :].split("\n", 1)[0]
+        assert line.strip()  # the cursor sits in a non-blank line
+        assert FIM_TEXT[a:b].count("\n") <= 2
+
+
+def test_fim_rate_zero_leaves_text_plain_and_draws_are_seeded() -> None:
+    from acepilot.training.corpus import fim
+
+    tokens = fim.FimTokens()
+    plain = fim.FimSettings(rate=0.0)
+    assert fim.fim_document(FIM_TEXT, tokens, plain, random.Random(0)) == (
+        FIM_TEXT + tokens.eos,
+        None,
+    )
+    half = fim.FimSettings(rate=0.5)
+    first = [fim.fim_document(FIM_TEXT, tokens, half, random.Random(7)) for _ in range(3)]
+    again = [fim.fim_document(FIM_TEXT, tokens, half, random.Random(7)) for _ in range(3)]
+    assert first == again
+
+
+def test_repository_documents_and_chunks() -> None:
+    from acepilot.server.fim import RepoFormat
+    from acepilot.training.corpus import fim
+
+    tokens = fim.FimTokens()
+    header = fim.repo_header(tokens, "pkg", [("pkg/a.py", "x = 1\n")], "pkg/b.py")
+    repo = RepoFormat.from_manifest(tokens.repo_manifest())
+    assert repo is not None
+    # the serving side's rendering of a context file is what training wrote
+    assert header == "<repo_name>pkg\n" + repo.render_file("pkg/a.py", "x = 1\n") + "<file_sep>pkg/b.py\n"
+    chunks = fim.chunk_text(FIM_TEXT * 20, 100)
+    assert "".join(chunks) == FIM_TEXT * 20
+    assert all(len(c) <= 100 for c in chunks)
+    assert all(c.endswith("\n") for c in chunks)
+    assert fim.chunk_text("x" * 250, 100) == ["x" * 100, "x" * 100, "x" * 50]
+    piece = fim.snippet(FIM_TEXT * 20, 60, random.Random(0))
+    assert len(piece) <= 60 and piece in FIM_TEXT * 20

@@ -1,4 +1,7 @@
-"""Model build: a CodeGen checkpoint -> fused (and quantized) ONNX graph -> registry entry.
+"""Model build: a checkpoint of a supported family -> fused (and quantized) ONNX graph -> registry.
 
-Needs the `build` extra (torch, transformers, onnx); serving never imports this package.
+base.py writes what every family shares, families/*.py what differs (one thin class
+each); pipeline.py runs checkpoint -> graph -> quantize -> parity gate -> registry.
+Needs the `build` extra (torch, transformers, onnx, sentencepiece) except `shape`;
+serving never imports this package.
 """

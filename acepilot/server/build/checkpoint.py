@@ -16,21 +16,25 @@ from typing import Any
 from acepilot.server.errors import ModelSourceError
 
 HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*(/[\w.-]+)?$")
-# What a CodeGen checkpoint needs; optimizer states and other formats are not fetched.
-HUB_PATTERNS = [
+# What a checkpoint of a supported family needs: config, tokenizer (tokenizer.json, GPT-2
+# style vocab/merges, or a sentencepiece tokenizer.model) and CodeGen2's modeling_codegen.py,
+# which the build reads as text (its qkv packing) and never runs. Optimizer states, GGUF,
+# ONNX and other formats are not fetched.
+HUB_METADATA = [
     "config.json",
     "generation_config.json",
-    "*.safetensors",
-    "*.safetensors.index.json",
-    "pytorch_model*.bin",
-    "pytorch_model.bin.index.json",
     "tokenizer.json",
     "tokenizer_config.json",
+    "tokenizer.model",
     "vocab.json",
     "merges.txt",
     "added_tokens.json",
     "special_tokens_map.json",
+    "modeling_codegen.py",
 ]
+SAFETENSORS = ["*.safetensors", "*.safetensors.index.json"]
+PYTORCH_BIN = ["pytorch_model*.bin", "pytorch_model.bin.index.json"]
+HUB_PATTERNS = HUB_METADATA + SAFETENSORS + PYTORCH_BIN
 MAX_CONFIG_BYTES = 1 << 20
 
 
@@ -73,8 +77,13 @@ def download_from_hub(repo_id: str, revision: str | None) -> Path:
             "downloading needs huggingface_hub: pip install 'acepilot[build]'"
         ) from exc
     try:
+        from huggingface_hub import HfApi
+
+        files = HfApi().list_repo_files(repo_id, revision=revision)
         return Path(
-            snapshot_download(repo_id=repo_id, revision=revision, allow_patterns=HUB_PATTERNS)
+            snapshot_download(
+                repo_id=repo_id, revision=revision, allow_patterns=hub_patterns(files)
+            )
         )
     except Exception as exc:  # the hub client raises many types; all mean the same here
         reason = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else type(exc).__name__
@@ -83,6 +92,13 @@ def download_from_hub(repo_id: str, revision: str | None) -> Path:
             "Without access to the hub, download the checkpoint elsewhere and pass its local "
             "directory instead."
         ) from None
+
+
+def hub_patterns(files: list[str]) -> list[str]:
+    """What to fetch of a repository: one weight format (safetensors when it has them,
+    else PyTorch .bin: several repositories carry both, and both would double the download)."""
+    has_safetensors = any(name.endswith(".safetensors") for name in files)
+    return HUB_METADATA + (SAFETENSORS if has_safetensors else PYTORCH_BIN)
 
 
 def read_config(directory: Path) -> dict[str, Any]:

@@ -5,12 +5,13 @@ from __future__ import annotations
 import logging
 from collections import Counter
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, Protocol
 
 import numpy as np
 import onnx
 
-from acepilot.server.build.codegen_graph import CodeGenShape
 from acepilot.server.errors import BuildError
 
 log = logging.getLogger(__name__)
@@ -21,6 +22,10 @@ FUSED_OPS = {
     "Gather",
     "LayerNormalization",
     "SkipLayerNormalization",
+    "SimplifiedLayerNormalization",
+    "SkipSimplifiedLayerNormalization",
+    "Sigmoid",
+    "Mul",
     "GroupQueryAttention",
     "MatMul",
     "MatMulNBits",
@@ -32,14 +37,47 @@ FUSED_OPS = {
 }
 
 
-def check_fused(graph: onnx.ModelProto, shape: CodeGenShape) -> dict[str, int]:
+class KVLayout(Protocol):
+    """What stepping through a graph needs to know: a ModelShape, or CodeGenShape."""
+
+    @property
+    def num_layers(self) -> int: ...
+
+    @property
+    def num_kv_heads(self) -> int: ...
+
+    @property
+    def head_dim(self) -> int: ...
+
+    @property
+    def max_length(self) -> int: ...
+
+
+@dataclass(frozen=True)
+class ManifestLayout:
+    """The KV layout a registry entry's manifest records."""
+
+    num_layers: int
+    num_kv_heads: int
+    head_dim: int
+    max_length: int
+
+    @classmethod
+    def of(cls, manifest: dict[str, Any]) -> ManifestLayout:
+        graph = manifest["graph"]
+        return cls(
+            graph["num_layers"], graph["num_kv_heads"], graph["head_dim"], graph["max_length"]
+        )
+
+
+def check_fused(graph: onnx.ModelProto, shape: KVLayout) -> dict[str, int]:
     counts = Counter(node.op_type for node in graph.graph.node)
     unexpected = set(counts) - FUSED_OPS
     if unexpected:
         raise BuildError(f"graph has unfused ops: {sorted(unexpected)}")
-    if counts["GroupQueryAttention"] != shape.n_layer:
+    if counts["GroupQueryAttention"] != shape.num_layers:
         raise BuildError(
-            f"expected {shape.n_layer} GroupQueryAttention nodes, got {counts['GroupQueryAttention']}"
+            f"expected {shape.num_layers} GroupQueryAttention nodes, got {counts['GroupQueryAttention']}"
         )
     return dict(sorted(counts.items()))
 
@@ -60,7 +98,7 @@ def save_graph(graph: onnx.ModelProto, path: Path) -> list[str]:
 class GraphStepper:
     """Runs the graph one step at a time on a single sequence (parity's view of it)."""
 
-    def __init__(self, path: Path, shape: CodeGenShape, dtype: str, device: str) -> None:
+    def __init__(self, path: Path, shape: KVLayout, dtype: str, device: str) -> None:
         import onnxruntime as ort
 
         providers = ["CPUExecutionProvider"]
@@ -69,10 +107,11 @@ class GraphStepper:
         elif device == "cuda":
             log.warning("CUDA is not available here: the parity gate runs on the CPU")
         self.session = ort.InferenceSession(str(path), providers=providers)
-        kv = np.zeros((1, shape.n_head, shape.n_positions, shape.head_dim), dtype=dtype)
+        self.max_length = shape.max_length
+        kv = np.zeros((1, shape.num_kv_heads, shape.max_length, shape.head_dim), dtype=dtype)
         self.buffers = {
             f"{layer}.{kind}": ort.OrtValue.ortvalue_from_numpy(kv.copy())
-            for layer in range(shape.n_layer)
+            for layer in range(shape.num_layers)
             for kind in ("key", "value")
         }
 

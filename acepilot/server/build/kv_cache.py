@@ -13,7 +13,10 @@ Scales come from calibration, not from the data at run time: the largest
 with a margin for text that reaches further (values beyond saturate). Keys
 are stored after rotary, which turns each pair of rotary channels by the
 position's angle: both channels of a pair get the pair's larger scale, so
-the scale holds at every position.
+the scale holds at every position. Which channels pair up is the family's:
+GPT-J interleaved rotary (CodeGen) turns 2i with 2i+1, rotate-half (LLaMA,
+Qwen2, StarCoder2) turns i with i + rotary_dim/2. Scales are per KV head
+(num_kv_heads × head_dim), which is fewer than the query heads under GQA.
 """
 
 from __future__ import annotations
@@ -117,8 +120,10 @@ def calibrate_kv_scales(
     max_length: int,
     rotary_dim: int,
     text: str = CALIBRATION_TEXT,
+    *,
+    interleaved: bool = True,
 ) -> tuple[list[np.ndarray], list[np.ndarray], int]:
-    """Per layer, the K and V scales [heads * head_dim] (float32), and the tokens read."""
+    """Per layer, the K and V scales [kv_heads * head_dim] (float32), and the tokens read."""
     import torch
 
     ids = encode(text)[:max_length]
@@ -130,12 +135,23 @@ def calibrate_kv_scales(
     for layer in cache.layers:
         keys = layer.keys[0].abs().amax(dim=1).float().numpy()  # [heads, head_dim]
         values = layer.values[0].abs().amax(dim=1).float().numpy()
-        keys[:, :rotary_dim] = np.repeat(
-            keys[:, :rotary_dim].reshape(keys.shape[0], -1, 2).max(axis=-1), 2, axis=-1
-        )
+        pair_rotary_channels_(keys, rotary_dim, interleaved)
         k_scales.append(to_scale(keys))
         v_scales.append(to_scale(values))
     return k_scales, v_scales, len(ids)
+
+
+def pair_rotary_channels_(keys: np.ndarray, rotary_dim: int, interleaved: bool) -> None:
+    """Give both channels of every rotary pair the pair's maximum ([heads, head_dim], in place)."""
+    if interleaved:
+        keys[:, :rotary_dim] = np.repeat(
+            keys[:, :rotary_dim].reshape(keys.shape[0], -1, 2).max(axis=-1), 2, axis=-1
+        )
+        return
+    half = rotary_dim // 2
+    pair_max = np.maximum(keys[:, :half], keys[:, half:rotary_dim])
+    keys[:, :half] = pair_max
+    keys[:, half:rotary_dim] = pair_max
 
 
 def to_scale(maxima: np.ndarray) -> np.ndarray:

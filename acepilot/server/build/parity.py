@@ -207,6 +207,9 @@ def check_parity(
         failures.append(f"top-1 agreement {top1:.3f} < {min_top1}")
     if results["perplexity_change"] > max_ppl:
         failures.append(f"perplexity change {results['perplexity_change']:+.2%} > {max_ppl:+.0%}")
+    from acepilot.server.metrics_check import nonfinite_failures  # a NaN exceeds no threshold
+
+    failures.extend(nonfinite_failures(results))
     results["thresholds"] = {
         "max_relative_logit_error": max_rel,
         "min_top1_agreement": min_top1,

@@ -1,5 +1,8 @@
 """`acepilot model build`: checkpoint -> fused graph -> quantize -> parity gate -> registry.
 
+The checkpoint's config.json picks the family (families/__init__.py); the
+family's builder writes the graph, its PyTorch model is the parity reference.
+
 Everything is written into a registry staging directory and renamed into
 place only after the parity gate passed, so a failed build leaves nothing.
 """
@@ -12,12 +15,14 @@ from typing import Any
 
 from acepilot.server import __version__
 from acepilot.server.build.checkpoint import Checkpoint, resolve_checkpoint
-from acepilot.server.build.codegen_graph import CodeGenGraphBuilder, CodeGenShape
+from acepilot.server.build.families import family_for
 from acepilot.server.build.graph_io import GraphStepper, check_fused, save_graph
 from acepilot.server.build.kv_cache import calibrate_kv_scales, quantize_kv_cache, resolve_kv_cache
 from acepilot.server.build.parity import ParityReport, check_parity
 from acepilot.server.build.quantize import quantization_settings, quantize_matmuls
-from acepilot.server.errors import BuildError, ModelSourceError
+from acepilot.server.build.shape import ModelShape
+from acepilot.server.build.tokenizer import check_vocab, fim_from_vocab, load_tokenizer
+from acepilot.server.errors import BuildError
 from acepilot.server.registry import ModelEntry, Registry
 
 log = logging.getLogger(__name__)
@@ -50,9 +55,11 @@ def build_model(
     parity: str = "enforce",
     progress: bool = True,
     kv_cache: str = "auto",
+    max_length: int | None = None,
 ) -> ModelEntry:
     """`kv_cache`: auto (int8 for CPU int8/int4 builds, else the graph's float type),
-    float, or int8 (acepilot/server/build/kv_cache.py)."""
+    float, or int8 (acepilot/server/build/kv_cache.py). `max_length`: the graph's
+    context (default: the config's positions capped at shape.DEFAULT_MAX_LENGTH)."""
     if precision not in PRECISIONS:
         raise BuildError(f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
     if device not in DEVICES:
@@ -65,15 +72,18 @@ def build_model(
     steps = tqdm(total=5, desc="model build", unit="step", disable=not progress)
     steps.set_postfix_str("checkpoint")
     checkpoint = resolve_checkpoint(source, revision)
-    shape = CodeGenShape.from_config(checkpoint.config)
+    family = family_for(checkpoint.config)
+    shape = family.shape_from_config(checkpoint.config, checkpoint.path, max_length)
     name = name or default_name(checkpoint)
-    model, tokenizer = load_reference(checkpoint)
+    require_build_extra()
+    tokenizer = load_tokenizer(checkpoint.path)
+    check_vocab(tokenizer, shape.vocab_size)
+    model, weights = family.load_reference(checkpoint.path, shape)
     steps.update()
 
     steps.set_postfix_str("fused graph")
-    weights = {key: value.detach().float().numpy() for key, value in model.state_dict().items()}
     dtype = graph_dtype(precision, device)
-    graph = CodeGenGraphBuilder(shape, weights, dtype).make_model()
+    graph = family(shape, weights, dtype).make_model()
     del weights
     if precision in ("int8", "int4"):
         steps.set_postfix_str(f"quantize {precision}")
@@ -84,8 +94,9 @@ def build_model(
         k_scales, v_scales, tokens = calibrate_kv_scales(
             model,
             lambda text: list(tokenizer(text)["input_ids"]),
-            shape.n_positions,
+            shape.max_length,
             shape.rotary_dim,
+            interleaved=shape.rotary_interleaved,
         )
         graph = quantize_kv_cache(graph, k_scales, v_scales)
         kv_quantization = {"bits": 8, "granularity": "per_channel", "calibration_tokens": tokens}
@@ -134,24 +145,14 @@ def default_name(checkpoint: Checkpoint) -> str:
     return checkpoint.path.name
 
 
-def load_reference(checkpoint: Checkpoint) -> tuple[Any, Any]:
-    """The PyTorch model (the parity reference) and its fast tokenizer."""
+def require_build_extra() -> None:
     try:
-        import torch
-        from transformers import AutoTokenizer, CodeGenForCausalLM
+        import torch  # noqa: F401
+        import transformers  # noqa: F401
     except ImportError as exc:
         raise BuildError(
             "model build needs the build extra: pip install 'acepilot[build]'"
         ) from exc
-    try:
-        model = CodeGenForCausalLM.from_pretrained(checkpoint.path, dtype=torch.float32)
-        tokenizer = AutoTokenizer.from_pretrained(checkpoint.path, use_fast=True)
-    except (OSError, ValueError, RuntimeError) as exc:
-        raise ModelSourceError(f"{checkpoint.path}: cannot load the checkpoint ({exc})") from None
-    if not getattr(tokenizer, "is_fast", False):
-        raise ModelSourceError(f"{checkpoint.path}: no fast (tokenizers) tokenizer available")
-    model.eval()
-    return model, tokenizer
 
 
 def run_parity(
@@ -160,7 +161,7 @@ def run_parity(
     model: Any,
     tokenizer: Any,
     path: Path,
-    shape: CodeGenShape,
+    shape: ModelShape,
     kv_dtype: str,
 ) -> ParityReport:
     stepper = GraphStepper(path, shape, kv_dtype, device)
@@ -169,7 +170,7 @@ def run_parity(
         return list(tokenizer(text)["input_ids"])
 
     gate = parity_precision(precision, kv_dtype)
-    report = check_parity(gate, model, stepper, encode, shape.n_positions)
+    report = check_parity(gate, model, stepper, encode, shape.max_length)
     log.info("parity %s: %s", gate, report.results)
     return report
 
@@ -184,36 +185,31 @@ def parity_precision(precision: str, kv_dtype: str) -> str:
 
 def make_manifest(
     checkpoint: Checkpoint,
-    shape: CodeGenShape,
+    shape: ModelShape,
     precision: str,
     device: str,
     kv_dtype: str,
     tokenizer: Any,
     report: ParityReport | None,
 ) -> dict[str, Any]:
+    fim, repo = fim_from_vocab(tokenizer.get_vocab())
+    architectures = checkpoint.config.get("architectures")
     return {
         "acepilot_version": __version__,
         "source": checkpoint.source,
-        "architecture": "codegen",
-        "config": {
-            "vocab_size": shape.vocab_size,
-            "n_embd": shape.n_embd,
-            "n_layer": shape.n_layer,
-            "n_head": shape.n_head,
-            "head_dim": shape.head_dim,
-            "rotary_dim": shape.rotary_dim,
-            "n_positions": shape.n_positions,
-            "layer_norm_epsilon": shape.layer_norm_epsilon,
-            "activation": shape.activation,
-        },
+        "family": shape.family,
+        "architecture": (
+            architectures[0] if isinstance(architectures, list) and architectures else None
+        ),
+        "config": shape.manifest_config(),
         "precision": precision,
         "device": device,
         "graph": {
             "file": "model.onnx",
-            "num_layers": shape.n_layer,
-            "num_kv_heads": shape.n_head,
+            "num_layers": shape.num_layers,
+            "num_kv_heads": shape.num_kv_heads,
             "head_dim": shape.head_dim,
-            "max_length": shape.n_positions,
+            "max_length": shape.max_length,
             "kv_dtype": kv_dtype,
             "logits": "last",
         },
@@ -221,7 +217,9 @@ def make_manifest(
             "file": "tokenizer.json",
             "bos_token_id": tokenizer.bos_token_id,
             "eos_token_id": tokenizer.eos_token_id,
-            "fim": None,  # CodeGen 1 (mono, multi, nl) has no fill-in-the-middle
+            # Read from the tokenizer's special tokens (build/tokenizer.py); None: no FIM.
+            "fim": fim,
+            "repo": repo,
         },
         "parity": (
             {"status": "skipped"}

@@ -7,7 +7,15 @@ import json
 from pathlib import Path
 from typing import Any
 
+from acepilot.server.build.shape import DEFAULT_MAX_LENGTH
 from acepilot.server.registry import Registry
+
+
+def positive_int(text: str) -> int:
+    value = int(text)
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"must be a positive integer, got {text}")
+    return value
 
 
 def register(subparsers: argparse._SubParsersAction[Any]) -> None:
@@ -16,17 +24,22 @@ def register(subparsers: argparse._SubParsersAction[Any]) -> None:
 
     build = commands.add_parser(
         "build",
-        help="turn a CodeGen checkpoint into a fused, quantized ONNX registry entry",
+        help="turn a code-model checkpoint into a fused, quantized ONNX registry entry",
         description=(
-            "Convert a CodeGen checkpoint (any size: 350M/2B/6B/16B; mono, multi, nl) into a "
-            "fused ONNX graph (GroupQueryAttention with rotary inside, SkipLayerNormalization, "
-            "FastGelu, MatMulNBits for int8/int4), check it against PyTorch (the parity gate) "
-            "and register it. The first version of a name becomes its production version."
+            "Convert a checkpoint of a supported family into a fused ONNX graph "
+            "(GroupQueryAttention with rotary inside, Skip(Simplified)LayerNormalization, "
+            "FastGelu or SwiGLU, MatMulNBits for int8/int4), check it against PyTorch (the "
+            "parity gate) and register it. Families (config.json's model_type decides): "
+            "codegen (CodeGen 1 mono/multi/nl; CodeGen2, FIM), llama (CodeGen2.5, "
+            "DeepSeek-Coder, CodeLlama), qwen2 (Qwen2.5-Coder), starcoder2 (StarCoder2). "
+            "The manifest records the family's fill-in-the-middle tokens, read from the "
+            "tokenizer. The first version of a name becomes its production version."
         ),
     )
     build.add_argument(
         "source",
-        help="Hugging Face hub id (e.g. Salesforce/codegen-350M-mono) or local checkpoint directory",
+        help="Hugging Face hub id (e.g. Qwen/Qwen2.5-Coder-0.5B, Salesforce/codegen-350M-mono) "
+        "or local checkpoint directory",
     )
     build.add_argument("--precision", required=True, choices=("fp32", "fp16", "int8", "int4"))
     build.add_argument(
@@ -40,6 +53,12 @@ def register(subparsers: argparse._SubParsersAction[Any]) -> None:
         "per-channel scales; a 350M decode step at an 850-token context went from 11.2 to "
         "9.2 ms on a 2-core CPU), else the graph's float type; float: always the float "
         "type; int8: CPU only, float weights then face the int8 parity gate",
+    )
+    build.add_argument(
+        "--max-length",
+        type=positive_int,
+        help="the graph's context in tokens (default: the config's positions, at most "
+        f"{DEFAULT_MAX_LENGTH}: every session's KV buffer is this long)",
     )
     build.add_argument(
         "--registry",
@@ -81,9 +100,12 @@ def run_build(args: argparse.Namespace) -> int:
         revision=args.revision,
         parity=args.parity,
         kv_cache=args.kv_cache,
+        max_length=args.max_length,
     )
     parity = entry.manifest.get("parity", {})
     print(f"registered {entry.name} {entry.version} at {entry.path}")
+    fim = entry.manifest.get("tokenizer", {}).get("fim")
+    print(f"family: {entry.manifest.get('family')}; fill-in-the-middle: {'yes' if fim else 'no'}")
     print(f"parity: {parity.get('status')}")
     for key in (
         "max_abs_logit_error",

@@ -41,12 +41,11 @@ def host_port(text: str) -> tuple[str, int]:
 
 def run_serve(args: argparse.Namespace) -> int:
     from acepilot.server.lsp.logs import setup_logging
-    from acepilot.server.lsp.server import server
+    from acepilot.server.lsp.server import create_server
+    from acepilot.server.lsp.transport import run_stdio, run_tcp
 
     setup_logging(args.verbose, args.log_file)
     if args.tcp:
         host, port = args.tcp
-        server.start_tcp(host, port)
-    else:
-        server.start_io()
-    return 0
+        return run_tcp(host, port, create_server)
+    return run_stdio(create_server)

@@ -17,6 +17,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+BACKLOG = 2048  # uvicorn's default listen backlog (lowered to fit the open-file limit)
 SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([kmgt]?)i?b?\s*$", re.IGNORECASE)
 
 
@@ -121,6 +122,25 @@ def register(subparsers: argparse._SubParsersAction[Any]) -> None:
     limits.add_argument(
         "--deadline", type=positive_float, default=30.0, help="seconds per request, queue included"
     )
+    limits.add_argument(
+        "--client-timeout",
+        type=positive_float,
+        default=10.0,
+        help="seconds a client may take to send a request's headers (the connection is closed), "
+        "and again its body (408)",
+    )
+    limits.add_argument(
+        "--max-connections",
+        type=positive_int,
+        default=1000,
+        help="open connections; past it the longest-idle one is closed (lowered to fit the "
+        "open-file limit, ulimit -n)",
+    )
+    parser.add_argument(
+        "--metrics-token",
+        metavar="NAME",
+        help="serve /metrics only to the token named NAME (token create NAME); default: open",
+    )
     tls = parser.add_argument_group("TLS (or terminate TLS at a reverse proxy)")
     tls.add_argument("--tls-cert", type=Path, help="certificate chain (PEM)")
     tls.add_argument("--tls-key", type=Path, help="private key (PEM)")
@@ -178,7 +198,10 @@ def run_team_server(args: argparse.Namespace) -> int:
     from acepilot.server.engine.batch import BatchEngine
     from acepilot.server.errors import AcepilotError
     from acepilot.server.registry import Registry, check_name
-    from acepilot.server.team.app import Limits, TeamServer
+    from acepilot.server.team.app import TeamServer
+    from acepilot.server.team.connections import MAX_HEAD_BYTES, fit_to_file_limit, guarded_protocol
+    from acepilot.server.team.limits import Limits
+    from acepilot.server.team.logs import RateLimitFilter, install
     from acepilot.server.team.metrics import ServerMetrics
     from acepilot.server.team.models import ModelManager
     from acepilot.server.team.tokens import TokenStore
@@ -213,22 +236,40 @@ def run_team_server(args: argparse.Namespace) -> int:
         rate=args.rate,
         burst=args.burst,
         deadline_s=args.deadline,
+        client_timeout_s=args.client_timeout,
     )
-    server = TeamServer(manager, TokenStore(tokens_path(args)), metrics, limits)
+    server = TeamServer(
+        manager, TokenStore(tokens_path(args)), metrics, limits, metrics_token=args.metrics_token
+    )
+    connections, backlog = fit_to_file_limit(args.max_connections, BACKLOG)
+    protocol = guarded_protocol(
+        connections,
+        args.client_timeout,
+        lambda reason: metrics.connections_closed.inc(reason=reason),
+    )
     config = uvicorn.Config(
         server.app(),
         host=args.host,
         port=args.port,
+        http=protocol,
+        backlog=backlog,
+        h11_max_incomplete_event_size=MAX_HEAD_BYTES,
         log_level="info" if args.verbose else "warning",
         access_log=args.verbose >= 2,
         ssl_certfile=str(args.tls_cert) if args.tls_cert else None,
         ssl_keyfile=str(args.tls_key) if args.tls_key else None,
         timeout_graceful_shutdown=10,
     )
+    install(RateLimitFilter())  # after uvicorn.Config, which sets up uvicorn's log handlers
     scheme = "https" if args.tls_cert else "http"
+    lowered = (
+        f", connections lowered to {connections} by the open-file limit"
+        if connections < args.max_connections
+        else ""
+    )
     print(
         f"acepilot team-server: {scheme}://{args.host}:{args.port} serving {args.model} "
-        f"from {registry.root} (batch {args.max_batch})",
+        f"from {registry.root} (batch {args.max_batch}{lowered})",
         file=sys.stderr,
         flush=True,
     )

@@ -16,9 +16,10 @@ from collections import OrderedDict
 from collections.abc import Hashable
 from dataclasses import dataclass
 
-from acepilot.server.lsp.documents import Document
+from acepilot.server.lsp.documents import Document, line_content
 
 CONTEXT_LINES = 30  # lines before the shown position that must be unchanged
+CONTEXT_CHARS = 8192  # ... of which at most this many characters (a long line costs no more)
 MAX_TYPED_CHARS = 4096
 
 
@@ -40,12 +41,26 @@ class Shown:
             column,
             text,
             context_before(document, line, column),
-            document.line(line)[column:],
+            line_after(document, line, column),
         )
 
 
 def context_before(document: Document, line: int, column: int) -> str:
-    return document.text_range((max(0, line - CONTEXT_LINES), 0), (line, column))
+    """The last CONTEXT_CHARS characters of the CONTEXT_LINES lines up to the position."""
+    parts = [document.lines[line][max(0, column - CONTEXT_CHARS) : column]]
+    size = len(parts[0])
+    for index in range(line - 1, max(-1, line - CONTEXT_LINES - 1), -1):
+        if size >= CONTEXT_CHARS:
+            break
+        text = document.lines[index][-(CONTEXT_CHARS - size) :]
+        parts.append(text)
+        size += len(text)
+    return "".join(reversed(parts))
+
+
+def line_after(document: Document, line: int, column: int) -> str:
+    """The rest of the line after `column`, its first CONTEXT_CHARS characters."""
+    return line_content(document.lines[line][column : column + CONTEXT_CHARS + 2])[:CONTEXT_CHARS]
 
 
 class TypingAhead:
@@ -72,12 +87,14 @@ class TypingAhead:
             return None
         if line - shown.line > shown.text.count("\n") + 1:
             return None
+        if line == shown.line and column - shown.column > MAX_TYPED_CHARS:
+            return None
         typed = document.text_range((shown.line, shown.column), (line, column))
         if len(typed) > MAX_TYPED_CHARS or not shown.text.startswith(typed):
             return None
         if len(typed) >= len(shown.text):
             return None
-        if document.line(line)[column:] != shown.line_suffix:
+        if line_after(document, line, column) != shown.line_suffix:
             return None
         if context_before(document, shown.line, shown.column) != shown.context:
             return None

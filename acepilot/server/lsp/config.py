@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -67,7 +68,7 @@ class Config:
     max_lines: int = 16  # most lines of a multi-line completion
     debounce_ms: int = 40  # wait for typing to pause before asking the model
     timeout_ms: int = 10_000  # generation deadline (0: none)
-    threads: int | None = None  # onnxruntime intra-op threads; None: all cores
+    threads: int | None = None  # onnxruntime intra-op threads (at most the cores); None: all
     languages: Mapping[str, bool] = field(default_factory=lambda: dict(DEFAULT_DISABLED))
 
     def enabled_for(self, language_id: str) -> bool:
@@ -141,6 +142,13 @@ def _text(max_length: int = 4096) -> Any:
     return check
 
 
+def _threads(value: Any) -> int:
+    """1..1024, then at most the machine's cores: more threads only contend (1,024 of them
+    made one completion take 13 s), and settings synced from a bigger machine still work."""
+    number: int = _int_range(1, 1024)(value)
+    return min(number, os.cpu_count() or 1)
+
+
 def _backend(value: Any) -> str:
     if value not in BACKENDS:
         raise ValueError(f"must be one of {', '.join(BACKENDS)}, got {_show(value)}")
@@ -200,7 +208,7 @@ CHECKS: dict[str, tuple[str, Any]] = {
     "maxLines": ("max_lines", _int_range(1, 500)),
     "debounceMs": ("debounce_ms", _int_range(0, 5000)),
     "timeoutMs": ("timeout_ms", _int_range(0, 600_000)),
-    "threads": ("threads", _int_range(1, 1024)),
+    "threads": ("threads", _threads),
     "languages": ("languages", _languages),
 }
 

@@ -20,7 +20,11 @@ that does not increase) makes the document *stale*: the server's text is no
 longer the client's. Incremental changes to a stale document are ignored; a
 full-text change makes it fresh again (the server asks the client for one:
 `acepilot/resync`).
-Lone surrogates (JSON may carry "\\ud83d" alone) count as one UTF-16 unit.
+Lone surrogates (JSON may carry "\\ud83d" alone) are replaced by U+FFFD when
+text arrives: no tokenizer can encode them (one bad document used to break the
+completions of every other through the snippets), and U+FFFD has the same
+width in every position encoding (1 UTF-16 unit, 3 UTF-8 bytes as a
+surrogate would be written, 1 code point), so positions stay the client's.
 """
 
 from __future__ import annotations
@@ -35,6 +39,8 @@ UTF32 = "utf-32"
 ENCODINGS = (UTF16, UTF8, UTF32)
 
 LINE_BREAK = re.compile(r"\r\n|\r|\n")
+BREAKS = frozenset("\r\n")
+SURROGATE = re.compile("[\ud800-\udfff]")
 MAX_DOCUMENT_CHARS = 64 << 20  # refuse to hold more: far beyond any source file
 
 
@@ -51,6 +57,24 @@ def split_lines(text: str) -> list[str]:
         start = match.end()
     lines.append(text[start:])
     return lines
+
+
+def repair(text: str) -> str:
+    """`text` with lone surrogates replaced by U+FFFD (see the module docstring)."""
+    if text.isascii():
+        return text
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return SURROGATE.sub("\ufffd", text)
+    return text
+
+
+def content_length(line: str) -> int:
+    """len(line_content(line)) without copying the line."""
+    if line.endswith("\r\n"):
+        return len(line) - 2
+    return len(line) - 1 if line.endswith(("\n", "\r")) else len(line)
 
 
 def line_content(line: str) -> str:
@@ -124,6 +148,7 @@ class Document:
             raise DocumentError(f"unknown position encoding {encoding!r}")
         if len(text) > MAX_DOCUMENT_CHARS:
             raise DocumentError(f"document too large ({len(text)} characters)")
+        text = repair(text)
         return cls(uri, language_id, version, split_lines(text), encoding, len(text))
 
     @property
@@ -161,6 +186,7 @@ class Document:
 
     def apply(self, text: str, start: tuple[int, int] | None, end: tuple[int, int] | None) -> None:
         """Replace the LSP range [start, end) (None: the whole document) by `text`."""
+        text = repair(text)
         if start is None or end is None:
             if len(text) > MAX_DOCUMENT_CHARS:
                 raise DocumentError(f"document too large ({len(text)} characters)")
@@ -179,6 +205,19 @@ class Document:
         )
         if self.chars - removed + len(text) > MAX_DOCUMENT_CHARS:
             raise DocumentError("document too large")
+        line = self.lines[start_line]
+        joins = start_col == 0 and start_line > 0 and self.lines[start_line - 1].endswith("\r")
+        if (
+            start_line == end_line
+            and end_col <= content_length(line)
+            and not joins
+            and not BREAKS & set(text)
+        ):
+            # Inside one line, no break typed or joined: splice it (no re-split of a long line).
+            self.lines[start_line] = line[:start_col] + text + line[end_col:]
+            self.chars += len(text) - removed
+            self._changed()
+            return
         # Re-split from one line before to one line after the edit: an edit can join
         # a "\r" and a "\n" into one "\r\n" break (or split one), across line ends.
         first = max(0, start_line - 1)

@@ -197,8 +197,15 @@ def repeats_previous(lines: list[str], context: Context) -> bool:
     return previous[-len(typed) :] == typed if len(typed) <= len(previous) else False
 
 
-def postprocess(raw: str, context: Context) -> str | None:
-    """The completion to show, or None when there is nothing worth showing."""
+def postprocess(raw: str, context: Context, stop: Sequence[str] = ()) -> str | None:
+    """The completion to show, or None when there is nothing worth showing.
+
+    `stop`: the model's FIM stop tokens (acepilot/server/fim.py): the text ends
+    at the first one (a backend that did not stop there never shows it).
+    """
+    for token in stop:
+        if token and token in raw:
+            raw = raw[: raw.index(token)]
     text = raw.replace("\r\n", "\n").replace("\r", "\n").replace("\0", "")
     lines = text.split("\n")
     if context.mode == SINGLE:

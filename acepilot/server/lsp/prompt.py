@@ -21,7 +21,8 @@ similarity of their identifier sets, as Copilot's neighbouring tabs do) are
 added as comments, with their paths. The current document is never one of them.
 
 Fill-in-the-middle only for models whose manifest declares it
-(`tokenizer.fim` = {"prefix", "suffix", "middle"} special tokens, PSM order),
+(`tokenizer.fim`, read by acepilot/server/fim.py: special tokens, PSM or SPM
+order, stop tokens that post-processing cuts at),
 or, for a remote server, the OpenAI API's separate `suffix` field when the
 server says its model supports it (`Prompt.suffix`; the server applies its
 own FIM template).
@@ -34,9 +35,10 @@ from __future__ import annotations
 
 import re
 from collections import OrderedDict
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
+from acepilot.server.fim import FimFormat
 from acepilot.server.lsp.languages import Language
 
 WORD = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
@@ -45,50 +47,47 @@ WINDOW_STRIDE = 6
 QUERY_LINES = 12  # lines before the cursor compared with the windows
 MAX_SNIPPETS = 3
 MIN_SIMILARITY = 0.1
+MAX_SNIPPET_LINE = 256  # characters of a neighbour's line kept in a snippet (a long line: cut)
 CUT_STEP = 16  # the prefix head moves in steps of this many lines
 SUFFIX_SHARE = 4  # FIM: the suffix gets at most 1/SUFFIX_SHARE of the budget
 CHARS_PER_TOKEN = 3  # estimate when no tokenizer is at hand (remote backend)
+MAX_CACHED_CHARS = 512  # TokenCounter caches the counts of texts up to this long
 
 
 class TokenCounter:
-    """Counts tokens of short texts (lines), with a bounded cache: lines repeat across keystrokes."""
+    """Counts tokens of short texts (lines), with a cache bounded in characters.
 
-    def __init__(self, count: Callable[[str], int] | None = None, cache_size: int = 65536) -> None:
+    Lines repeat across keystrokes, so their counts are cached; texts longer
+    than MAX_CACHED_CHARS are counted every time (a long line's prefix changes
+    with every keystroke and would only fill the cache), and the cache holds
+    at most `cache_chars` characters of keys (memory stays flat whatever the
+    documents opened and closed).
+    """
+
+    def __init__(
+        self, count: Callable[[str], int] | None = None, cache_chars: int = 2_000_000
+    ) -> None:
         self._count = count or estimate_tokens
         self._cache: OrderedDict[str, int] = OrderedDict()
-        self._cache_size = cache_size
+        self._cache_chars = cache_chars
+        self._chars = 0
 
     def __call__(self, text: str) -> int:
         cached = self._cache.get(text)
         if cached is not None:
             return cached
         value = self._count(text) if text else 0
-        self._cache[text] = value
-        if len(self._cache) > self._cache_size:
-            self._cache.popitem(last=False)
+        if len(text) <= MAX_CACHED_CHARS:
+            self._cache[text] = value
+            self._chars += len(text) + 1
+            while self._chars > self._cache_chars:
+                old, _ = self._cache.popitem(last=False)
+                self._chars -= len(old) + 1
         return value
 
 
 def estimate_tokens(text: str) -> int:
     return -(-len(text) // CHARS_PER_TOKEN)
-
-
-@dataclass(frozen=True)
-class Fim:
-    """Fill-in-the-middle special tokens, from the model manifest."""
-
-    prefix: str
-    suffix: str
-    middle: str
-
-    @classmethod
-    def from_manifest(cls, value: object) -> Fim | None:
-        if not isinstance(value, Mapping):
-            return None
-        parts = [value.get(key) for key in ("prefix", "suffix", "middle")]
-        if not all(isinstance(part, str) and part for part in parts):
-            return None
-        return cls(*parts)  # type: ignore[arg-type]
 
 
 @dataclass(frozen=True)
@@ -110,7 +109,7 @@ class Neighbour:
     def from_lines(cls, uri: str, path: str, lines: Sequence[str]) -> Neighbour:
         windows = []
         for start in range(0, max(1, len(lines) - WINDOW_STRIDE), WINDOW_STRIDE):
-            chunk = tuple(lines[start : start + WINDOW_LINES])
+            chunk = tuple(line[:MAX_SNIPPET_LINE] for line in lines[start : start + WINDOW_LINES])
             words = frozenset(WORD.findall("\n".join(chunk)))
             if words:
                 windows.append(Window(start, chunk, words))
@@ -212,7 +211,7 @@ def build_prompt(
     data: PromptInput,
     budget: int,
     count: Callable[[str], int],
-    fim: Fim | None = None,
+    fim: FimFormat | None = None,
     separate_suffix: bool = False,
 ) -> Prompt:
     """Header + snippets + the prefix cut at a line boundary (+ FIM suffix) within `budget`.
@@ -260,7 +259,7 @@ def build_prompt(
     body = header + snippets + prefix
     paths = tuple(dict.fromkeys(snippet.path for snippet in data.snippets)) if snippets else ()
     if fim is not None:
-        text = f"{fim.prefix}{body}{fim.suffix}{suffix_text}{fim.middle}"
+        text = fim.render(body, suffix_text)  # PSM or SPM, as the manifest says
         return Prompt(text, data.first_line + start, tokens, True, paths)
     if separate_suffix:
         return Prompt(body, data.first_line + start, tokens, True, paths, suffix_text)

@@ -33,10 +33,12 @@ from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from acepilot.server.protocol import EVENT_KINDS
+
 log = logging.getLogger(__name__)
 
 WINDOW = 200  # latencies and generations kept for percentiles and the per-request list
-EVENTS = ("shown", "accepted", "rejected")
+EVENTS = EVENT_KINDS
 MAX_ISSUED = 4096  # completion ids remembered for telemetry
 LANGUAGE_ID = re.compile(r"^[A-Za-z0-9_.+#-]{1,64}$")
 COMPLETION_ID = re.compile(r"^[A-Za-z0-9_-]{1,64}$")

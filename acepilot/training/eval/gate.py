@@ -27,9 +27,15 @@ The policy (`GatePolicy`, a small config file; see docs/evaluation.md):
   candidate significantly on the target blocks promotion (the seed's lesson:
   the untouched bigger model beat the fine-tune even on its own domain).
 
+A NaN or infinite score (or policy number) fails the gate: every comparison
+with NaN is false, so it would otherwise pass every check.
+
 `decide` returns a `GateDecision` with one row per metric (baseline,
-candidate, difference, 95% interval of the difference, p-values, verdict);
-`write_report` writes gate.json, report.md, report.html and PNG charts.
+candidate, difference, 95% interval of the difference, p-values, verdict)
+and, from the caller, the production version and digest the candidate was
+compared against (`production_record`): promotion refuses a gate whose
+production has changed since. `write_report` writes gate.json (strict JSON),
+report.md, report.html and PNG charts.
 """
 
 from __future__ import annotations
@@ -42,12 +48,17 @@ import os
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from acepilot.server.metrics_check import nonfinite_fields, reject_constant
+
+if TYPE_CHECKING:
+    from acepilot.server.registry import Registry
+
 GATE_FILE = "gate.json"
-FORMAT = 1
+FORMAT = 2  # 2: records the production it was run against (format 1 gates cannot be promoted)
 GUARDED = ("humaneval:*", "completion:*:exact_match")
 VERDICTS = ("improved", "no change", "drop within epsilon", "drop within noise", "regression")
 
@@ -68,12 +79,26 @@ class GatePolicy:
     seed: int = 0  # bootstrap seed
 
     def check(self) -> None:
+        """Refuse settings that would make checks vacuous: a NaN epsilon, for one, made
+        every drop "within epsilon" (comparisons with NaN are false)."""
         if self.test not in ("auto", "mcnemar", "bootstrap"):
             raise ValueError(f"test must be auto, mcnemar or bootstrap, got {self.test!r}")
+        numbers = {"alpha": self.alpha, "epsilon": self.epsilon, "delta": self.delta}
+        if not isinstance(self.epsilon_per_metric, dict):
+            raise ValueError("epsilon_per_metric must be a dict of metric -> number")
+        for metric, value in self.epsilon_per_metric.items():
+            numbers[f"epsilon_per_metric[{metric!r}]"] = value
+        for key, value in numbers.items():
+            if isinstance(value, bool) or not isinstance(value, int | float):
+                raise ValueError(f"{key} must be a number, got {value!r}")
+            if not math.isfinite(value):
+                raise ValueError(f"{key} must be a finite number, got {value}")
+            if value < 0:
+                raise ValueError(f"{key} must be >= 0, got {value}")
         if not 0.0 < self.alpha < 0.5:
-            raise ValueError(f"alpha must be in (0, 0.5), got {self.alpha}")
-        if self.epsilon < 0 or self.delta < 0:
-            raise ValueError("epsilon and delta must be >= 0")
+            raise ValueError(f"alpha must be a finite number in (0, 0.5), got {self.alpha}")
+        if not 1 <= self.bootstrap_replicates <= 100_000:
+            raise ValueError("bootstrap_replicates must be in [1, 100000]")
 
     def epsilon_for(self, metric: str) -> float:
         return float(self.epsilon_per_metric.get(metric, self.epsilon))
@@ -99,10 +124,17 @@ class Results:
 def from_humaneval(summary: Mapping[str, Any], label: str, source: str = "") -> Results:
     """A HumanEval summary -> one metric per language, the problem's c/n per problem."""
     metrics = {
-        f"humaneval:{language}": {task: c / n for task, (n, c) in tasks.items()}
+        f"humaneval:{language}": {task: pass_fraction(n, c, task) for task, (n, c) in tasks.items()}
         for language, tasks in summary["per_problem"].items()
     }
     return Results(label, metrics, summary.get("settings_key"), dict(summary["model"]), source)
+
+
+def pass_fraction(n: Any, c: Any, task: str) -> float:
+    """c/n of one problem, refusing counts no evaluation can produce (a summary is a file)."""
+    if not all(isinstance(v, int) and not isinstance(v, bool) for v in (n, c)) or not 0 <= c <= n:
+        raise ValueError(f"{task}: invalid pass counts n={n!r}, c={c!r}")
+    return c / n if n else math.nan  # no samples: not a score (the gate refuses NaN)
 
 
 def merge(base: Results, extra: Results) -> Results:
@@ -227,6 +259,7 @@ class GateDecision:
     rows: list[Comparison]
     target: dict[str, Any] | None
     others: list[dict[str, Any]]
+    production: dict[str, Any] | None = None  # see production_record
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -240,7 +273,27 @@ class GateDecision:
             "rows": [asdict(row) for row in self.rows],
             "target": self.target,
             "other_baselines": self.others,
+            "production": self.production,
         }
+
+
+def production_record(registry: Registry, name: str) -> dict[str, Any]:
+    """What production of `name` is now: {name, version, digest} (version and digest
+    None when there is none). A gate records it; promotion compares it with production
+    at the moment of the flip, so a gate never replaces a model it was not compared with."""
+    version = registry.production(name)
+    digest = registry.entry(name, version).digest if version is not None else None
+    return {"name": name, "version": version, "digest": digest}
+
+
+def nonfinite_metrics(results: Results) -> dict[str, list[str]]:
+    """metric -> items whose score is NaN or infinite."""
+    found: dict[str, list[str]] = {}
+    for metric, scores in results.metrics.items():
+        bad = [item for item, value in scores.items() if not math.isfinite(float(value))]
+        if bad:
+            found[metric] = sorted(bad)
+    return found
 
 
 def decide(
@@ -248,11 +301,26 @@ def decide(
     baseline: Results,
     policy: GatePolicy,
     others: Sequence[Results] = (),
+    *,
+    production: Mapping[str, Any] | None = None,
 ) -> GateDecision:
-    """Compare per metric and apply the policy (see the module docstring)."""
+    """Compare per metric and apply the policy (see the module docstring).
+
+    `production`: what production was when the gate ran (`production_record`), kept
+    in the decision for promotion to check; None when the gate is not about a
+    registry model (such a gate cannot be promoted).
+    """
     policy.check()
     reasons: list[str] = []  # what blocks promotion
     notes: list[str] = []  # what the reader should know but does not block
+    unusable: set[str] = set()  # metrics with a NaN or infinite score: not compared
+    for measured in (candidate, baseline, *others):
+        for metric, items in sorted(nonfinite_metrics(measured).items()):
+            unusable.add(metric)
+            reasons.append(
+                f"{metric} of {measured.label} has {len(items)} score(s) that are not a finite "
+                f"number (NaN or infinity, e.g. {items[0]}): the gate cannot compare it"
+            )
     if (
         candidate.settings_key
         and baseline.settings_key
@@ -262,12 +330,12 @@ def decide(
             "candidate and baseline were evaluated with different settings "
             f"({candidate.settings_key} vs {baseline.settings_key}): results are not paired"
         )
-    shared = [m for m in candidate.metrics if m in baseline.metrics]
+    shared = [m for m in candidate.metrics if m in baseline.metrics and m not in unusable]
     for metric in sorted(set(candidate.metrics) ^ set(baseline.metrics)):
         side = "candidate" if metric in candidate.metrics else "baseline"
         notes.append(f"{metric} was evaluated only for the {side}: not compared")
     for metric in policy.required:
-        if metric not in shared:
+        if metric not in shared and metric not in unusable:
             reasons.append(f"required metric {metric} is missing on one side")
     rows = [
         compare(metric, baseline.metrics[metric], candidate.metrics[metric], policy)
@@ -283,7 +351,9 @@ def decide(
     target_ok = True
     if policy.target:
         found = next((r for r in rows if r.metric == policy.target), None)
-        if found is None:
+        if found is None and policy.target in unusable:
+            target_ok = False  # the reason is given above
+        elif found is None:
             target_ok = False
             reasons.append(f"target {policy.target} was not evaluated on both sides")
         else:
@@ -309,11 +379,16 @@ def decide(
     other_rows = []
     for other in others:
         for metric in [policy.target] if policy.target else []:
-            if metric in other.metrics and metric in candidate.metrics:
+            if metric in other.metrics and metric in candidate.metrics and metric not in unusable:
                 row = compare(metric, other.metrics[metric], candidate.metrics[metric], policy)
                 beaten = row.p_worse < policy.alpha and row.difference < 0
                 other_rows.append(
-                    {"label": other.label, "comparison": asdict(row), "beats_candidate": beaten}
+                    {
+                        "label": other.label,
+                        "source": other.source,
+                        "comparison": asdict(row),
+                        "beats_candidate": beaten,
+                    }
                 )
                 if beaten and policy.block_if_baseline_better:
                     reasons.append(
@@ -334,6 +409,7 @@ def decide(
         rows,
         target_info,
         other_rows,
+        dict(production) if production is not None else None,
     )
 
 
@@ -489,18 +565,36 @@ def write_report(decision: GateDecision, out_dir: Path) -> Path:
         charts(decision, out_dir)
     (out_dir / "report.md").write_text(markdown(decision), encoding="utf-8")
     (out_dir / "report.html").write_text(html_report(decision), encoding="utf-8")
+    record = decision.to_dict()
+    bad = nonfinite_fields(record)
+    if bad:  # decide() never compares non-finite scores; this is a bug guard
+        raise ValueError(f"gate result has non-finite numbers: {bad[:3]}")
     temp = out_dir / (GATE_FILE + ".tmp")
-    temp.write_text(json.dumps(decision.to_dict(), indent=2) + "\n", encoding="utf-8")
+    temp.write_text(json.dumps(record, indent=2, allow_nan=False) + "\n", encoding="utf-8")
     os.replace(temp, out_dir / GATE_FILE)
     return out_dir / GATE_FILE
 
 
+MAX_GATE_BYTES = 64 << 20
+
+
 def load_gate(path: Path) -> dict[str, Any]:
+    """gate.json as written by `write_report`: strict JSON, this format."""
     file = path / GATE_FILE if path.is_dir() else path
     try:
-        data: dict[str, Any] = json.loads(file.read_text(encoding="utf-8"))
-    except (OSError, json.JSONDecodeError) as exc:
-        raise ValueError(f"{file}: not a gate result ({exc})") from None
-    if data.get("format") != FORMAT or "promote" not in data:
+        if file.stat().st_size > MAX_GATE_BYTES:
+            raise ValueError("implausibly large")
+        data = json.loads(file.read_text(encoding="utf-8"), parse_constant=reject_constant)
+    except (OSError, UnicodeDecodeError, RecursionError, json.JSONDecodeError) as exc:
+        raise ValueError(f"{file}: not a gate result ({str(exc)[:200]})") from None
+    except ValueError as exc:  # reject_constant, or too large
+        raise ValueError(f"{file}: not a gate result: {exc}") from None
+    if not isinstance(data, dict) or "promote" not in data:
         raise ValueError(f"{file}: not a gate result written by acepilot gate")
+    if data.get("format") != FORMAT:
+        raise ValueError(
+            f"{file}: gate format {data.get('format')!r}, this acepilot writes and promotes "
+            f"format {FORMAT} (it records the production the candidate was compared with); "
+            "run `acepilot gate` again"
+        )
     return data

@@ -8,6 +8,7 @@
   available; stop sequences are cut from the decoded text afterwards.
 - `CanonicalGenerator`: the dataset's own solutions, for the harness
   self-check.
+- `GivenGenerator`: completions from a samples file (`--samples`).
 
 Sample `i` of a problem is drawn with seed `seed + i` (engine) so reruns
 give the same samples.
@@ -83,6 +84,23 @@ class FixedGenerator:
     ) -> list[Sample]:
         texts = list(self.completions[str(problem["task_id"])])
         return [Sample(texts[i % len(texts)], "fixed") for i in range(sampling.n)]
+
+
+class GivenGenerator:
+    """Completions produced elsewhere (`--samples FILE`): each problem's, as given and
+    as many as given, never altered (no brace put back: finish_reason "given")."""
+
+    def __init__(self, completions: Mapping[str, Sequence[str]], description: dict[str, Any]):
+        self.completions = completions
+        self.description = description
+
+    def count(self, problem: Mapping[str, Any]) -> int:
+        return len(self.completions[str(problem["task_id"])])
+
+    def generate(
+        self, prompt: str, stop: Sequence[str], sampling: Sampling, problem: Mapping[str, Any]
+    ) -> list[Sample]:
+        return [Sample(text, "given") for text in self.completions[str(problem["task_id"])]]
 
 
 class EngineGenerator:

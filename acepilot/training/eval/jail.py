@@ -13,15 +13,19 @@ from a thread pool). The spec (JSON) says:
 - `cpu` (seconds), `as` / `fsize` (bytes), `nofile`, `nproc`: resource limits,
   soft = hard so the code cannot raise them (CPU: SIGXCPU at the soft limit,
   SIGKILL one second later). Core dumps are off.
-- `net`: "namespace" enters a new, empty network namespace (only a loopback
+- `net`: "none" when the caller (bubblewrap) already gave the process an
+  empty network namespace; "namespace" enters a new, empty network namespace (only a loopback
   interface, down): nothing can be reached, loopback included. As root this
   is `unshare(CLONE_NEWNET)`; otherwise an unprivileged user namespace is
-  created with it. "none" leaves the network alone (the harness then refuses
-  network through the environment; see docs/evaluation.md).
+  created with it.
+- always: no_new_privs (setuid binaries gain nothing).
 - `uid`: when set (the harness is root), drop to that user and group, with
   no supplementary groups, before exec. Root ignores RLIMIT_NPROC, so
   without this a fork bomb would be bounded only by the wall-clock timeout.
 - `cwd`, `env`: the working directory and the complete environment.
+
+File descriptors the caller passed (the completion channel's 3 and 4) are
+left open for the command.
 
 Any failure to apply what the spec asks ends the process with status 125 and
 a message on stderr: the harness never runs code with less isolation than it
@@ -37,6 +41,7 @@ import resource
 import sys
 
 CLONE_NEWNET = 0x40000000
+PR_SET_NO_NEW_PRIVS = 38
 CLONE_NEWUSER = 0x10000000
 JAIL_FAILED = 125
 
@@ -56,6 +61,13 @@ def unshare_network() -> None:
     fail(f"cannot create a network namespace ({os.strerror(ctypes.get_errno())})")
 
 
+def no_new_privileges() -> None:
+    """Setuid binaries (su, ...) cannot raise the privileges of what runs next."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    if libc.prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0:
+        fail(f"cannot set no_new_privs ({os.strerror(ctypes.get_errno())})")
+
+
 def set_limit(kind: int, value: int) -> None:
     resource.setrlimit(kind, (value, value))
 
@@ -68,6 +80,7 @@ def main(argv: list[str]) -> None:
     try:
         if spec.get("net") == "namespace":
             unshare_network()
+        no_new_privileges()
         set_limit(resource.RLIMIT_CORE, 0)
         if spec.get("cpu"):
             seconds = int(spec["cpu"])

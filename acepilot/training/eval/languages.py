@@ -8,14 +8,20 @@ published HumanEval-X figures, with these documented differences:
   when libcrypto is present (task 162 needs MD5).
 - Go is compiled with `go test -c -vet=off` (GOPATH mode, testify from the
   Debian package or $ACEPILOT_GOPATH) and the test binary run separately, so
-  that the toolchain runs as the harness user and only the test binary as the
-  sandbox user. vet findings are style, not correctness, hence off.
-- Rust is compiled with plain `rustc --test` (no cargo, no network): the
+  that the compiler runs as the builder uid (which alone may write Go's build
+  cache) and only the test binary as the sandbox user. vet findings are
+  style, not correctness, hence off.
+- Rust is compiled with plain `rustc` (no cargo, no network, no libtest: the
+  harness calls the test function itself; see harness.py): the
   declaration's `use rand::Rng; use regex::Regex; use md5;` lines are dropped
   when those crates are not available, so tasks 91 and 162, whose canonical
   solutions need regex and md5, fail by design (docs/evaluation.md).
 - The Rust generation prompt is `prompt + declaration`: HumanEval-X's Rust
   prompt is the comment alone, the signature is in `declaration`.
+
+Programs are assembled by harness.py (with the completion channel that makes
+only finished tests pass); execute() builds and runs them inside one sandbox
+per sample (sandbox.py), compilers included.
 
 A brace language stops generation at "\\n}" (the end of a top-level block;
 for Java the end of the class, whose method is indented) and the "}" is put
@@ -29,7 +35,6 @@ import hashlib
 import json
 import logging
 import os
-import re
 import shutil
 import signal
 import subprocess
@@ -40,7 +45,20 @@ from functools import cache
 from pathlib import Path
 from typing import Any
 
-from acepilot.training.eval.sandbox import SYSTEM_PATH, ExecResult, Limits, Sandbox
+from acepilot.training.eval.harness import (
+    RUST_CRATE_USES,
+    Program,
+    assemble,
+    new_tag,
+)
+from acepilot.training.eval.sandbox import (
+    SYSTEM_PATH,
+    CppGuard,
+    ExecResult,
+    Limits,
+    Sandbox,
+    Step,
+)
 
 log = logging.getLogger(__name__)
 
@@ -54,32 +72,6 @@ ALIASES = {
 }
 PYTHON_STOP = ("\nclass", "\ndef", "\n#", "\nif", "\nprint")
 BRACE_STOP = ("\n}",)
-CPP_HEADERS = (
-    "using namespace std;",
-    "#include<stdlib.h>",
-    "#include<algorithm>",
-    "#include<math.h>",
-    "#include<stdio.h>",
-    "#include<vector>",
-    "#include<string>",
-    "#include<climits>",
-    "#include<cstring>",
-    "#include<iostream>",
-    "#include<cassert>",
-)
-GO_PACKAGES = (
-    "math",
-    "strings",
-    "fmt",
-    "strconv",
-    "time",
-    "bytes",
-    "regexp",
-    "sort",
-    "math/rand",
-    "crypto/md5",
-)
-RUST_CRATE_USES = {"rand": "use rand::Rng;", "regex": "use regex::Regex;", "md5": "use md5;"}
 JVM_FLAGS = (
     "-Xmx512m",
     "-Xss16m",
@@ -110,6 +102,7 @@ class Toolchain:
     env: dict[str, str] = field(default_factory=dict)
     missing: str | None = None  # why the language cannot run here
     notes: tuple[str, ...] = ()
+    binds: tuple[str, ...] = ()  # host paths outside /usr it needs (mounted read-only)
 
     @property
     def path(self) -> str:
@@ -187,6 +180,7 @@ def _java() -> Toolchain:
         "java",
         {"javac": javac_real, "java": java_real},
         notes=(version_of([java_real, "-version"]),),
+        binds=(str(Path(java_real).parent.parent),),
     )
 
 
@@ -228,7 +222,11 @@ def _go() -> Toolchain:
         "GOTOOLCHAIN": "local",
     }
     return Toolchain(
-        "go", {"go": go}, env=env, notes=(version_of([go, "version"]), f"GOPATH {gopath}")
+        "go",
+        {"go": go},
+        env=env,
+        notes=(version_of([go, "version"]), f"GOPATH {gopath}"),
+        binds=(goroot, gopath),
     )
 
 
@@ -263,7 +261,10 @@ def _rust() -> Toolchain:
     else:
         env["ACEPILOT_RUST_EXTERNS"] = json.dumps(externs)
         notes.append(f"crates {', '.join(sorted(externs['crates']))} from {externs['registry']}")
-    return Toolchain("rust", {"rustc": str(real)}, env=env, notes=tuple(notes))
+    binds = [str(Path(sysroot).resolve())]
+    if externs is not None:
+        binds.append(str(externs["deps"]))
+    return Toolchain("rust", {"rustc": str(real)}, env=env, notes=tuple(notes), binds=tuple(binds))
 
 
 RUST_DEPS_MANIFEST = """\
@@ -343,14 +344,7 @@ def rust_crates(rustc: str, version: str) -> dict[str, Any] | None:
 
 
 # ---------------------------------------------------------------------------
-# Prompts and programs
-
-
-def generation_prompt(language: str, problem: Mapping[str, Any]) -> str:
-    """What the model sees."""
-    if language == "rust":
-        return str(problem["prompt"]) + str(problem["declaration"])
-    return str(problem["prompt"])
+# Programs, build and run
 
 
 def stop_sequences(language: str) -> tuple[str, ...]:
@@ -369,50 +363,16 @@ def program(
     problem: Mapping[str, Any],
     completion: str,
     crates: frozenset[str] = frozenset(),
+    tag: str | None = None,
 ) -> dict[str, str]:
-    """The files of the test program: prompt + completion + tests, per CodeGeeX.
-    `crates`: the Rust crates available (their `use` lines are kept)."""
-    prompt = generation_prompt(language, problem)
-    test = str(problem["test"])
-    if language == "python":
-        return {"main.py": prompt + completion + "\n" + test + "\n"}
-    if language == "cpp":
-        header = "".join(line + "\n" for line in CPP_HEADERS if line not in prompt)
-        return {"main.cpp": header + "\n" + prompt + completion + "\n" + test}
-    if language == "java":
-        return {"Main.java": prompt + completion + "\n" + test}
-    if language == "js":
-        return {"main.js": prompt + completion + "\n" + test}
-    if language == "go":
-        imports = str(problem.get("import", ""))
-        body = prompt.replace(imports, "") if imports else prompt
-        setup = str(problem.get("test_setup", "package main\n"))
-        # Go refuses unused imports: import what the code (not its comments) uses.
-        code = strip_go_comments(body + completion)
-        extra = [
-            f'"{pkg}"'
-            for pkg in GO_PACKAGES
-            if pkg not in setup and re.search(rf"\b{pkg.split('/')[-1]}\.", code)
-        ]
-        block = ("import (\n" + "".join(f"    {p}\n" for p in extra) + ")\n") if extra else ""
-        return {"main_test.go": setup + "\n" + block + "\n" + body + completion + "\n" + test}
-    if language == "rust":
-        source = prompt + completion + "\n" + test
-        for crate, use in RUST_CRATE_USES.items():
-            if crate not in crates:
-                source = source.replace(use + "\n", "")
-        return {"main.rs": source}
-    raise ValueError(f"unknown language {language!r}")
-
-
-def strip_go_comments(code: str) -> str:
-    """Drop // line comments (prose such as "a list of strings." is not a package use)."""
-    return "\n".join(line.split("//", 1)[0] for line in code.splitlines())
+    """The files of the test program (harness.assemble), for inspection."""
+    return assemble(language, problem, completion, tag=tag or new_tag(), crates=crates).files
 
 
 @dataclass(frozen=True)
 class Outcome:
-    """The verdict on one sample: passed, failed, timeout or build_failed."""
+    """The verdict on one sample: passed, failed, timeout, build_failed or error
+    (the harness could not execute it: not the code's fault, never a pass)."""
 
     status: str
     output: str
@@ -424,13 +384,8 @@ class Outcome:
         return self.status == "passed"
 
 
-# g++ and javac live in /usr and need no cache: they compile as the sandbox user, so
-# `#include "/root/secret"` reads nothing the sandbox user could not. The Go toolchain
-# keeps a shared build cache (and go:embed cannot reach outside the package), and
-# rustup's rustc lives under the harness user's home: those two compile as the
-# harness user (docs/evaluation.md, limitations).
-BUILT_BY_SANDBOX_USER = frozenset({"cpp", "java"})
-BUILD_LIMITS = Limits(cpu_s=120, wall_s=180.0, nproc=256, nofile=1024, output_bytes=4096)
+BUILD_LIMITS = Limits(cpu_s=120, wall_s=180.0, nproc=1024, nofile=1024, output_bytes=4096)
+NOT_FINISHED = "\n[acepilot: the tests did not run to their end (no completion report)]"
 
 
 def execute(
@@ -443,94 +398,122 @@ def execute(
     slot: int = 0,
     cache_dir: Path | None = None,
 ) -> Outcome:
-    """Build (trusted toolchain, limits, no network) and run (untrusted) one sample."""
+    """Build and run one sample in one sandbox (compilers as the builder uid, the
+    program as the slot's uid); passed only with the harness's completion report."""
     language = toolchain.language
     if toolchain.missing:
         raise RuntimeError(f"{language} cannot run here: {toolchain.missing}")
     externs = json.loads(toolchain.env.get("ACEPILOT_RUST_EXTERNS") or "{}")
-    files = program(language, problem, completion, frozenset(externs.get("crates", {})))
-    with sandbox.workspace(slot) as space:
-        for name, text in files.items():
-            (space.work / name).write_text(text, encoding="utf-8")
-        build_s = 0.0
-        build = build_command(toolchain)
-        env = dict(toolchain.env)
-        if language == "go":
-            env["GOCACHE"] = str(cache_dir / "gocache") if cache_dir else str(space.work / ".gc")
-        if build is not None:
-            built = sandbox.run(
-                space,
-                build,
-                limits=BUILD_LIMITS,
-                env=env,
-                path=toolchain.path,
-                untrusted=language in BUILT_BY_SANDBOX_USER,
-                name="build",
-            )
-            build_s = built.duration_s
-            if not built.ok:
-                status = "timeout" if built.timed_out else "build_failed"
-                return Outcome(status, built.output, build_s, 0.0)
-        ran = sandbox.run(
-            space, run_command(toolchain), limits=limits, env=env, path=toolchain.path, name="run"
-        )
-    return Outcome(judge(language, ran), ran.output, build_s, ran.duration_s)
+    built = assemble(
+        language, problem, completion, tag=new_tag(), crates=frozenset(externs.get("crates", {}))
+    )
+    env = dict(toolchain.env)
+    read_write: dict[str, str] = {}
+    if language == "go":
+        env["GOCACHE"] = go_cache(sandbox, cache_dir, read_write)
+    steps = [*build_steps(toolchain, built, env), run_step(toolchain, built, env, limits)]
+    results = sandbox.run_sample(
+        built.files,
+        steps,
+        slot=slot,
+        path=toolchain.path,
+        read_only=toolchain.binds,
+        read_write=read_write,
+    )
+    build_s = sum(r.duration_s for r in results if r.name != "run")
+    last = results[-1]
+    if last.name != "run":
+        status = "timeout" if last.timed_out else "build_failed"
+        return Outcome(status, last.output, build_s, 0.0)
+    status = judge(language, last)
+    output = last.output
+    if status == "failed" and last.ok and not last.reported:
+        output += NOT_FINISHED
+    return Outcome(status, output, build_s, last.duration_s)
 
 
-def build_command(toolchain: Toolchain) -> list[str] | None:
+def go_cache(sandbox: Sandbox, cache_dir: Path | None, read_write: dict[str, str]) -> str:
+    """Go's build cache: shared between samples only where a uid other than the
+    program's owns it (root); otherwise per sample, in the sample's tmpfs."""
+    if cache_dir is None or not sandbox.isolation.drop_privileges:
+        return ".gocache"  # relative to the work directory (HOME)
+    host = sandbox.builder_dir(cache_dir / "gocache")
+    if sandbox.isolation.filesystem == "bubblewrap":
+        read_write[str(host)] = "/gocache"
+        return "/gocache"
+    return str(host)
+
+
+def build_steps(
+    toolchain: Toolchain, built: Program, env: Mapping[str, str]
+) -> list[Step | CppGuard]:
     tools = toolchain.tools
     language = toolchain.language
+
+    def step(name: str, argv: list[str]) -> Step:
+        return Step(name, argv, BUILD_LIMITS, user="build", env=env)
+
     if language == "cpp":
-        command = [tools["g++"], "-std=c++17", "-o", "main", "main.cpp"]
-        return command + (["-lcrypto"] if toolchain.env.get("ACEPILOT_LINK_CRYPTO") else [])
+        std = [tools["g++"], "-std=c++17"]
+        link = ["-lcrypto"] if toolchain.env.get("ACEPILOT_LINK_CRYPTO") else []
+        return [
+            step("macros-prompt", [*std, "-E", "-dM", "-o", "base.macros", "base.cpp"]),
+            step("macros-completion", [*std, "-E", "-dM", "-o", "cand.macros", "cand.cpp"]),
+            CppGuard(
+                "base.macros",
+                "cand.macros",
+                "cand.cpp",
+                "tail.cpp",
+                "main.cpp",
+                built.extra["names"],
+            ),
+            step("build", [*std, "-Wno-return-type", "-o", "main", "main.cpp", *link]),
+        ]
     if language == "java":
         flags = [f"-J{flag}" for flag in JVM_FLAGS if flag != "-Xss16m"]
-        return [tools["javac"], *flags, "-encoding", "UTF-8", "-nowarn", "Main.java"]
+        sources = sorted(name for name in built.files if name.endswith(".java"))
+        return [step("build", [tools["javac"], *flags, "-encoding", "UTF-8", "-nowarn", *sources])]
     if language == "go":
-        return [tools["go"], "test", "-c", "-vet=off", "-o", "main.test", "main_test.go"]
+        sources = sorted(name for name in built.files if name.endswith(".go"))
+        go = [tools["go"], "test", "-c", "-vet=off", "-o", "main.test", *sources]
+        return [step("build", go)]
     if language == "rust":
         externs = json.loads(toolchain.env.get("ACEPILOT_RUST_EXTERNS") or "{}")
         linked = [f"--extern={name}={path}" for name, path in externs.get("crates", {}).items()]
         if linked:
             linked.append(f"-Ldependency={externs['deps']}")
-        return [
-            tools["rustc"],
-            *linked,
-            "--edition",
-            "2021",
-            "--test",
-            "-A",
-            "warnings",
-            "-C",
-            "debuginfo=0",
-            "-o",
-            "main",
-            "main.rs",
-        ]
-    return None
+        rustc = [tools["rustc"], *linked, "--edition", "2021", "-A", "warnings"]
+        return [step("build", [*rustc, "-C", "debuginfo=0", "-o", "main", "main.rs"])]
+    return []
 
 
-def run_command(toolchain: Toolchain) -> list[str]:
+def run_step(toolchain: Toolchain, built: Program, env: Mapping[str, str], limits: Limits) -> Step:
     tools = toolchain.tools
     language = toolchain.language
     if language == "python":
-        return [tools["python"], "-B", "-s", "main.py"]
-    if language == "js":
-        return [tools["node"], "--max-old-space-size=512", "main.js"]
-    if language == "java":
-        return [tools["java"], *JVM_FLAGS, "-cp", ".", "Main"]
-    if language == "go":
-        return ["./main.test", "-test.timeout=60s"]
-    if language == "rust":
-        return ["./main", "--test-threads=1"]
-    return ["./main"]
+        argv = [tools["python"], "-B", "-s", "harness.py"]
+    elif language == "js":
+        argv = [
+            tools["node"],
+            "--disallow-code-generation-from-strings",
+            "--max-old-space-size=512",
+            "harness.js",
+        ]
+    elif language == "java":
+        argv = [tools["java"], *JVM_FLAGS, "-cp", ".", built.extra["main_class"]]
+    elif language == "go":
+        argv = ["./main.test", "-test.timeout=60s"]
+    else:
+        argv = ["./main"]
+    return Step("run", argv, limits, user="run", env=env, channel=True)
 
 
 def judge(language: str, ran: ExecResult) -> str:
-    """JavaScript's console.assert only prints: any output fails, as in CodeGeeX."""
+    """Passed = exit 0 and the harness's completion report (the secret came back).
+    JavaScript: any output also fails, as in CodeGeeX (its tests printed failures)."""
     if ran.timed_out or ran.returncode in (-signal.SIGXCPU, 128 + signal.SIGXCPU):
         return "timeout"  # wall clock, or the CPU-time limit
-    if ran.returncode != 0:
+    if ran.returncode != 0 or not ran.reported:
         return "failed"
     if language == "js" and ran.output.strip():
         return "failed"

@@ -113,6 +113,7 @@ class LineTask:
     column: int  # 1-based cursor column
     prefix: str
     target: str
+    suffix: str = ""  # the text after the line (from its newline on), for FIM predictors
 
 
 def language_of(path: str) -> str | None:
@@ -156,6 +157,7 @@ def sample_tasks(
     seed: int,
     *,
     context_chars: int = 4000,
+    suffix_chars: int = 0,
 ) -> list[LineTask]:
     """`n` cursor positions spread over `files` ((root, file) pairs), seeded.
 
@@ -163,7 +165,9 @@ def sample_tasks(
     replacement (all of them when there are fewer), then sorted by file and
     line so the output is stable. The prefix is at most `context_chars`
     characters (cut at a line start): long files would otherwise cost the
-    predictors unboundedly, and models truncate anyway.
+    predictors unboundedly, and models truncate anyway. The suffix (for
+    fill-in-the-middle predictors) is at most `suffix_chars` characters after
+    the line, cut at a line end; the same cursor positions whatever its size.
     """
     if n < 1:
         raise ValueError(f"the number of positions must be at least 1, got {n}")
@@ -204,6 +208,11 @@ def sample_tasks(
             newline = text.find("\n", context_start, line_start)
             context_start = newline + 1 if newline >= 0 else line_start
         line_end = text.find("\n", cursor)
+        suffix = ""
+        if line_end >= 0 and suffix_chars > 0:
+            suffix = text[line_end : line_end + suffix_chars]
+            if line_end + suffix_chars < len(text) and "\n" in suffix[1:]:
+                suffix = suffix[: suffix.rfind("\n")]
         tasks.append(
             LineTask(
                 path=relative,
@@ -213,6 +222,7 @@ def sample_tasks(
                 column=cursor - line_start + 1,
                 prefix=text[context_start:cursor],
                 target=text[cursor : line_end if line_end >= 0 else len(text)],
+                suffix=suffix,
             )
         )
     return tasks
@@ -403,6 +413,55 @@ def engine_predictor(
     return predict
 
 
+class FimPredictor:
+    """The served model with the text after the line in its prompt (fill-in-the-middle).
+
+    The prompt is the model's FIM layout (`order` psm or spm) in token ids:
+    each side tokenized on its own, as in training, the prefix cut from the
+    left and the suffix from the right so that the three sentinels always
+    fit. The middle ends at the model's end-of-text token or the newline.
+    """
+
+    def __init__(
+        self,
+        engine: Engine,
+        sentinels: tuple[int, int, int],
+        *,
+        order: str = "psm",
+        max_tokens: int = 48,
+        suffix_tokens: int = 256,
+    ) -> None:
+        if order not in ("psm", "spm"):
+            raise ValueError(f"order must be psm or spm, got {order!r}")
+        self.engine, self.sentinels, self.order = engine, sentinels, order
+        self.max_tokens, self.suffix_tokens = max_tokens, suffix_tokens
+
+    def __call__(self, prefix: str, suffix: str) -> str:
+        import threading
+
+        from acepilot.server.engine import GenerationParams
+
+        prompt, heal = split_trailing_whitespace(prefix)
+        pre, suf, mid = self.sentinels
+        suffix_ids = self.engine.encode(suffix)[: self.suffix_tokens] if suffix else []
+        budget = self.engine.max_length - self.max_tokens - 8 - len(suffix_ids) - 3
+        prefix_ids = self.engine.encode(prompt)[-budget:] if prompt and budget > 0 else []
+        if self.order == "spm":
+            ids = [pre, suf, *suffix_ids, mid, *prefix_ids]
+        else:
+            ids = [pre, *prefix_ids, suf, *suffix_ids, mid]
+        state = HealedLine(heal)
+        done = threading.Event()
+
+        def on_token(delta: str) -> None:
+            if state.add(delta):
+                done.set()
+
+        params = GenerationParams(max_new_tokens=self.max_tokens + 4)
+        self.engine.generate(ids, params, cancel=done, on_token=on_token)
+        return state.line()
+
+
 # ---------------------------------------------------------------------------
 # Scoring
 
@@ -445,7 +504,7 @@ class PredictorReport:
 
 def evaluate(
     tasks: Sequence[LineTask],
-    predictors: Mapping[str, Predictor],
+    predictors: Mapping[str, Predictor | FimPredictor],
     *,
     progress: bool = True,
     keep_examples: int = 0,
@@ -458,7 +517,10 @@ def evaluate(
         tqdm(tasks, desc="line completion", unit="line", disable=not progress)
     ):
         for name, predict in predictors.items():
-            prediction = predict(task.prefix)
+            if isinstance(predict, FimPredictor):
+                prediction = predict(task.prefix, task.suffix)
+            else:
+                prediction = predict(task.prefix)
             report = reports[name]
             for scores in (
                 report.overall,
@@ -662,6 +724,7 @@ def encode_files(engine: Engine, paths: Sequence[Path]) -> list[int]:
 
 __all__ = [
     "BigramModel",
+    "FimPredictor",
     "LineTask",
     "Predictor",
     "add_parser",

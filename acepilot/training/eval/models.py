@@ -5,6 +5,11 @@
 - a Hugging Face checkpoint directory (config.json, no manifest.json):
   PyTorch, e.g. a fine-tune's `hf/` before it is built;
 - `canonical`: the dataset's solutions (the harness self-check).
+
+Every model's description (kept in the evaluation summary, and from there in
+gate.json) carries the sha256 `digest` of what was evaluated: a registry
+entry's `files_digest`, or a checkpoint directory's `checkpoint_digest`.
+Promotion registers only a model with that digest.
 """
 
 from __future__ import annotations
@@ -15,7 +20,7 @@ import os
 from pathlib import Path
 
 from acepilot.server.errors import AcepilotError
-from acepilot.server.registry import ModelEntry, Registry
+from acepilot.server.registry import ModelEntry, Registry, files_digest, sha256_file
 from acepilot.training.eval.generate import CanonicalGenerator, Generator, Sampling
 from acepilot.training.eval.humaneval import HumanEvalConfig
 from acepilot.training.eval.languages import LANGUAGES, canonical_language
@@ -34,17 +39,62 @@ def resolve_entry(model: str, registry: Registry) -> ModelEntry | None:
     return registry.resolve(name, version or None)
 
 
+MAX_CHECKPOINT_FILES = 10_000
+
+
+def checkpoint_files(directory: Path) -> list[tuple[str, Path]]:
+    """The files a checkpoint directory is made of: (relative POSIX name, path), sorted.
+
+    Subdirectories are included, dot-directories (.git, .cache) are not, symbolic
+    links to files count with their content (a Hugging Face cache snapshot is made
+    of them). This is what `checkpoint_digest` covers and what promotion copies.
+    """
+    if not directory.is_dir():
+        raise AcepilotError(f"{directory}: not a checkpoint directory")
+    found: list[tuple[str, Path]] = []
+    for current, subdirs, names in os.walk(directory):  # does not follow linked dirs
+        subdirs[:] = sorted(d for d in subdirs if not d.startswith("."))
+        for name in names:
+            file = Path(current) / name
+            if file.is_file():  # not a broken link, FIFO or socket
+                found.append((file.relative_to(directory).as_posix(), file))
+        if len(found) > MAX_CHECKPOINT_FILES:
+            raise AcepilotError(
+                f"{directory}: more than {MAX_CHECKPOINT_FILES} files; not a checkpoint directory"
+            )
+    if not found:
+        raise AcepilotError(f"{directory}: an empty checkpoint directory")
+    return sorted(found)
+
+
+def checkpoint_digest(directory: Path) -> str:
+    """One sha256 over a checkpoint's sorted relative paths and their files' sha256."""
+    return files_digest({name: sha256_file(file) for name, file in checkpoint_files(directory)})
+
+
 def make_generator(model: str, registry: Registry, threads: int | None = None) -> Generator:
+    """The generator for `model`; its description records the digest of what it runs."""
     if model == "canonical":
         return CanonicalGenerator()
     entry = resolve_entry(model, registry)
     if entry is not None:
         from acepilot.training.eval.generate import EngineGenerator
 
-        return EngineGenerator(entry, threads)
+        engine = EngineGenerator(entry, threads)  # verifies the files' sha256 as it loads
+        engine.description["digest"] = entry.digest
+        return engine
     from acepilot.training.eval.generate import TorchGenerator
 
-    return TorchGenerator(Path(model).expanduser())
+    path = Path(model).expanduser()
+    digest = checkpoint_digest(path)
+    torch_model = TorchGenerator(path)
+    if checkpoint_digest(path) != digest:
+        raise AcepilotError(
+            f"{path}: the checkpoint changed while it was being loaded; evaluate it again "
+            "when nothing writes to it"
+        )
+    torch_model.description["digest"] = digest
+    return torch_model
 
 
 def add_eval_arguments(parser: argparse.ArgumentParser) -> None:
@@ -60,7 +110,9 @@ def add_eval_arguments(parser: argparse.ArgumentParser) -> None:
         default=",".join(LANGUAGES),
         help=f"comma-separated (default {','.join(LANGUAGES)})",
     )
-    group.add_argument("-n", "--samples", type=int, default=1, help="samples per problem (1)")
+    group.add_argument(
+        "-n", "--num-samples", dest="samples", type=int, default=1, help="samples per problem (1)"
+    )
     group.add_argument(
         "--temperature", type=float, default=0.0, help="0 = greedy (default); 0.2/0.8 for pass@k"
     )
@@ -104,7 +156,7 @@ def eval_config(args: argparse.Namespace) -> HumanEvalConfig:
     except ValueError as exc:
         raise AcepilotError(str(exc)) from None
     if args.samples < 1 or args.workers < 1 or args.timeout <= 0:
-        raise AcepilotError("--samples and --workers must be >= 1 and --timeout > 0")
+        raise AcepilotError("-n and --workers must be >= 1 and --timeout > 0")
     if args.temperature == 0.0 and args.samples > 1:
         raise AcepilotError("greedy decoding (--temperature 0) gives n identical samples: use -n 1")
     config = HumanEvalConfig(

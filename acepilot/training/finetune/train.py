@@ -74,6 +74,8 @@ class FinetuneConfig:
     min_lr: float = 5e-6  # at the end of the cosine decay
     warmup_steps: int = 20
     max_steps: int = 1000
+    lr_schedule: str = "cosine"  # cosine: decay over the whole run; wsd: warmup-stable-decay
+    decay_fraction: float = 0.2  # wsd: the last share of max_steps decays linearly to min_lr
     weight_decay: float = 0.0
     beta1: float = 0.9
     beta2: float = 0.95
@@ -125,6 +127,10 @@ def check(c: FinetuneConfig) -> None:
         problems.append(f"precision {c.precision!r}: expected auto, fp32, fp16 or bf16")
     if c.launcher not in ("torchrun", "deepspeed", "none"):
         problems.append(f"launcher {c.launcher!r}: expected torchrun, deepspeed or none")
+    if c.lr_schedule not in ("cosine", "wsd"):
+        problems.append(f"lr_schedule {c.lr_schedule!r}: expected cosine or wsd")
+    if not 0 < c.decay_fraction <= 1:
+        problems.append(f"decay_fraction must be in (0, 1], got {c.decay_fraction}")
     if c.strategy not in ("manual", "auto"):
         problems.append(f"strategy {c.strategy!r}: expected manual or auto")
     if min(c.nproc, c.micro_batch, c.grad_accum, c.max_steps, c.eval_iters) < 1:
@@ -140,9 +146,22 @@ def check(c: FinetuneConfig) -> None:
 
 
 def get_lr(step: int, c: FinetuneConfig) -> float:
-    """Linear warmup, then cosine decay to min_lr at max_steps (nanoGPT's get_lr)."""
+    """Linear warmup, then cosine decay to min_lr at max_steps (nanoGPT's get_lr), or
+    with lr_schedule=wsd, warmup-stable-decay (Hu et al. 2024, MiniCPM): the peak rate
+    until the last `decay_fraction` of the steps, then a linear decay to min_lr.
+
+    Why wsd: until its decay starts, a run's rates do not depend on max_steps, so a
+    long run on a shared machine can be resumed with a smaller max_steps and ends
+    exactly as a run planned that long from the start would."""
     if step < c.warmup_steps:
         return c.learning_rate * (step + 1) / (c.warmup_steps + 1)
+    if c.lr_schedule == "wsd":
+        decay_steps = max(1, round(c.decay_fraction * c.max_steps))
+        decay_start = max(c.warmup_steps, c.max_steps - decay_steps)
+        if step < decay_start:
+            return c.learning_rate
+        ratio = min(1.0, (step - decay_start) / max(1, c.max_steps - decay_start))
+        return c.learning_rate + ratio * (c.min_lr - c.learning_rate)
     ratio = min(1.0, (step - c.warmup_steps) / max(1, c.max_steps - c.warmup_steps))
     return c.min_lr + 0.5 * (1.0 + math.cos(math.pi * ratio)) * (c.learning_rate - c.min_lr)
 

@@ -11,6 +11,8 @@ import torch
 from transformers import CodeGenConfig, CodeGenForCausalLM
 
 from acepilot.server.build.codegen_graph import CodeGenGraphBuilder, CodeGenShape, split_qkv
+from acepilot.server.build.families import family_for
+from acepilot.server.build.families.codegen import pack_qkv
 from acepilot.server.build.graph_io import FUSED_OPS, GraphStepper, check_fused, save_graph
 from acepilot.server.build.quantize import quantize_matmuls
 from acepilot.server.errors import BuildError
@@ -58,6 +60,15 @@ def test_split_qkv_follows_codegen_packing() -> None:
     assert np.array_equal(q[:, 0], expected_q)
     assert np.array_equal(v[:, 0], expected_v)
     assert np.array_equal(k[:, 0], expected_k)
+
+
+@pytest.mark.parametrize("mp_num", [2, 4, 8])
+def test_pack_qkv_inverts_split_qkv(mp_num) -> None:
+    """CodeGen2's 8-group packing (and any other) round-trips through split and pack."""
+    weight = np.random.default_rng(0).normal(size=(3 * 64, 8)).astype(np.float32)
+    assert np.array_equal(pack_qkv(*split_qkv(weight, 8, mp_num), mp_num), weight)
+    if mp_num != 4:  # a different grouping really is a different split
+        assert not np.array_equal(split_qkv(weight, 8, mp_num)[0], split_qkv(weight, 8, 4)[0])
 
 
 @pytest.mark.parametrize(
@@ -141,7 +152,7 @@ def test_fp16_graph_runs_close_to_pytorch(tmp_path) -> None:
 @pytest.mark.parametrize(
     ("change", "message"),
     [
-        ({"model_type": "gpt2"}, "only 'codegen'"),
+        ({"model_type": "gpt2"}, "supported model types: codegen"),
         ({"rotary_dim": 24}, "multiple of 16"),
         ({"n_head": 6, "n_embd": 192}, "multiple of 4"),
         ({"n_layer": 0}, "positive integer"),
@@ -153,7 +164,7 @@ def test_unsupported_configs_are_refused_clearly(change, message) -> None:
     config = CodeGenConfig(vocab_size=300, n_embd=128, n_layer=2, n_head=4, rotary_dim=16).to_dict()
     config.update(change)
     with pytest.raises(BuildError, match=message):
-        CodeGenShape.from_config(config)
+        family_for(config).shape_from_config(config, None)
 
 
 def test_missing_weight_names_the_tensor() -> None:

@@ -130,8 +130,12 @@ def test_hub_id_without_network_is_a_clear_error(tmp_path) -> None:
         (lambda d: (d / "config.json").write_text("{not json"), "not valid JSON"),
         (lambda d: (d / "config.json").unlink(), "no config.json"),
         (
+            lambda d: (d / "config.json").write_text(json.dumps({"model_type": "gpt_neox"})),
+            "supported model types: codegen",
+        ),
+        (
             lambda d: (d / "config.json").write_text(json.dumps({"model_type": "llama"})),
-            "only 'codegen'",
+            "hidden_size must be a positive integer",
         ),
         (lambda d: [p.unlink() for p in d.glob("*.safetensors")], "cannot load the checkpoint"),
     ],

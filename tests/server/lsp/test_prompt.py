@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
+from acepilot.server.fim import FimFormat
 from acepilot.server.lsp.languages import language
 from acepilot.server.lsp.prompt import (
     CUT_STEP,
-    Fim,
     Neighbour,
     PromptInput,
     TokenCounter,
@@ -88,13 +88,13 @@ def test_fim_only_when_declared() -> None:
     )
     plain = build_prompt(data, 200, count)
     assert not plain.fim and "<fim" not in plain.text
-    fim = Fim.from_manifest(
+    fim = FimFormat.from_manifest(
         {"prefix": "<fim_prefix>", "suffix": "<fim_suffix>", "middle": "<fim_middle>"}
     )
     assert (
         fim is not None
-        and Fim.from_manifest(None) is None
-        and Fim.from_manifest({"prefix": "x"}) is None
+        and FimFormat.from_manifest(None) is None
+        and FimFormat.from_manifest({"prefix": "x"}) is None
     )
     prompt = build_prompt(data, 200, count, fim)
     assert prompt.fim
@@ -110,3 +110,23 @@ def test_separate_suffix_for_the_api_field() -> None:
     assert prompt.text == "# Path: a.py\n# Language: python\ndef f(x):\n    return "
     assert prompt.suffix == ")\nprint(f(1))"
     assert build_prompt(data, 200, count).suffix is None
+
+
+def test_fim_in_spm_order() -> None:
+    data = PromptInput(
+        "a.py", language("python"), ["def f(x):"], 0, "    return ", "", after=["", "print(f(1))"]
+    )
+    fim = FimFormat.from_manifest(
+        {
+            "prefix": "<fim_prefix>",
+            "suffix": "<fim_suffix>",
+            "middle": "<fim_middle>",
+            "orders": ["psm", "spm"],
+            "order": "spm",
+            "stop": ["<|endoftext|>"],
+        }
+    )
+    assert fim is not None and fim.stop == ("<|endoftext|>",)
+    prompt = build_prompt(data, 200, count, fim)
+    assert prompt.text.startswith("<fim_prefix><fim_suffix>\n\nprint(f(1))<fim_middle># Path: a.py")
+    assert prompt.text.endswith("def f(x):\n    return ")

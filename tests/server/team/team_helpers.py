@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import resource
 import shutil
 import signal
 import socket
@@ -77,8 +78,21 @@ def new_token(root: Path, name: str) -> str:
 class TeamServer:
     """One `acepilot team-server` process (see the module docstring)."""
 
-    def __init__(self, registry: Path, log_path: Path, *args: str, port: int | None = None) -> None:
+    def __init__(
+        self,
+        registry: Path,
+        log_path: Path,
+        *args: str,
+        port: int | None = None,
+        nofile: int | None = None,
+        metrics_token: str | None = None,
+    ) -> None:
+        """`nofile`: the process's open-file limit (RLIMIT_NOFILE), to reach it in tests.
+
+        `metrics_token`: sent by `metrics()` (for a server run with --metrics-token).
+        """
         self.registry = registry
+        self.metrics_token = metrics_token
         self.port = port or free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.log_path = log_path
@@ -100,8 +114,19 @@ class TeamServer:
         ]
         self._log = log_path.open("ab")
         env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+
+        def limit_files() -> None:
+            if nofile is not None:
+                hard = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
+                resource.setrlimit(resource.RLIMIT_NOFILE, (nofile, hard))
+
         self.process = subprocess.Popen(
-            command, stdout=self._log, stderr=subprocess.STDOUT, cwd=REPO, env=env
+            command,
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
+            cwd=REPO,
+            env=env,
+            preexec_fn=limit_files if nofile is not None else None,
         )
 
     def wait_ready(self, timeout: float = 180) -> dict[str, Any]:
@@ -122,7 +147,17 @@ class TeamServer:
         return self.log_path.read_text(errors="replace")
 
     def metrics(self) -> dict[str, float]:
-        return parse_metrics(httpx.get(self.url + "/metrics", timeout=10).text)
+        headers = auth(self.metrics_token) if self.metrics_token else {}
+        response = httpx.get(self.url + "/metrics", headers=headers, timeout=10)
+        assert response.status_code == 200, response.text
+        return parse_metrics(response.text)
+
+    def rss_bytes(self) -> int:
+        """The server process's resident memory now (Linux /proc)."""
+        for line in Path(f"/proc/{self.process.pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) * 1024
+        raise AssertionError("no VmRSS in /proc/PID/status")
 
     def stop(self) -> None:
         if self.process.poll() is None:

@@ -210,22 +210,18 @@ def test_broken_and_hostile_python_solutions_fail_harmlessly(
     assert status["infinite loop"] == "timeout"
     assert status["fork bomb"] in ("timeout", "failed")
     assert status["socket"] == "failed" and not accepted
-    isolation = probe_isolation()
-    if isolation.drop_privileges:
-        assert status["write outside"] == "failed" and not sentinel.exists()
+    assert status["write outside"] == "failed" and not sentinel.exists()  # not in the view
+    if probe_isolation().drop_privileges:
         for uid in range(UID_BASE, UID_BASE + UID_RANGE):  # the fork bomb is gone
             assert processes_of(uid) == []
-    else:  # pragma: no cover - CI as non-root: the limitation docs/evaluation.md names
-        pytest.skip("not root: the sandbox runs as this user and can write where it can")
     sockets_output = str(records[list(variants).index("socket")]["output"])
     assert "Error" in sockets_output or "error" in sockets_output
 
 
 @pytest.mark.skipif(find_toolchain("cpp").missing is not None, reason="no g++")
 def test_broken_cpp_solutions(tmp_path: Path) -> None:
-    secret = tmp_path / "secret.h"  # readable by the harness user only
+    secret = tmp_path / "secret.h"  # outside the toolchains: not in the sandbox's view
     secret.write_text("#define SECRET_ANSWER false\n")
-    secret.chmod(0o600)
     variants = [
         "",  # no closing brace: does not compile
         "    return false;\n}\n",  # wrong answer
@@ -236,8 +232,8 @@ def test_broken_cpp_solutions(tmp_path: Path) -> None:
     ]
     records = run_broken(tmp_path / "run", "cpp", 0, variants, timeout=3.0)
     status = [r["status"] for r in records]
-    if probe_isolation().drop_privileges:  # g++ runs as the sandbox user: EACCES
-        assert status[5] == "build_failed" and "Permission denied" in str(records[5]["output"])
+    # g++ runs in the sandbox, where the file does not exist at all
+    assert status[5] == "build_failed" and "No such file" in str(records[5]["output"])
     assert status[0] == "build_failed" and status[3] == "build_failed"
     assert status[1] == "failed" and status[2] == "timeout" and status[4] == "failed"
 
@@ -311,29 +307,3 @@ def test_eval_command_canonical(tmp_path: Path) -> None:
         timeout=120,
     )
     assert bad.returncode == 2 and "unknown language 'cobol'" in bad.stderr
-
-
-def test_environment_fallback_refuses_python_sockets(listener: tuple[int, list[object]]) -> None:
-    """Where no network namespace can be made, Python code gets a sitecustomize that
-    disables sockets, and proxies point at a closed port (the documented weaker mode)."""
-    from acepilot.training.eval.sandbox import Isolation, Limits, Sandbox
-
-    port, accepted = listener
-    script = (
-        "import os, socket\n"
-        "print(os.environ['https_proxy'])\n"
-        f"socket.create_connection(('127.0.0.1', {port}), timeout=2)\n"
-        "print('CONNECTED')\n"
-    )
-    sandbox = Sandbox(isolation=Isolation("environment", drop_privileges=False))
-    with sandbox, sandbox.workspace(0) as space:
-        (space.work / "main.py").write_text(script)
-        ran = sandbox.run(
-            space,
-            [find_toolchain("python").tools["python"], "main.py"],
-            limits=Limits(cpu_s=5, wall_s=10),
-        )
-    assert ran.returncode == 1 and "CONNECTED" not in ran.output
-    assert "http://127.0.0.1:9" in ran.output
-    assert "network access is disabled in the acepilot sandbox" in ran.output
-    assert not accepted

@@ -283,3 +283,62 @@ def test_completion_positions_become_paired_metrics() -> None:
     assert rows["completion:vue:exact_match"].difference == pytest.approx(0.6)
     assert rows["completion:vue:edit_similarity"].test == "bootstrap"
     assert rows["completion:typescript:exact_match"].verdict == "no change"
+
+
+# ---- integrity: NaN and infinity, strict gate files (issue 13) ----------------------
+
+
+@pytest.mark.parametrize("value", [float("nan"), float("inf"), float("-inf")])
+def test_a_non_finite_score_fails_the_gate(production: dict[str, np.ndarray], value) -> None:
+    """A NaN never exceeds a threshold: before, one NaN problem made Go "no change" and an
+    infinite one made the target "improved" by infinity."""
+    candidate = {lang: flip(v, 0, 20 if lang == "js" else 0, 1) for lang, v in production.items()}
+    cand = results("cand", candidate)
+    cand.metrics["humaneval:go"]["go/3"] = value
+    cand.metrics["humaneval:js"]["js/5"] = value
+    decision = decide(cand, results("prod", production), GatePolicy(target="humaneval:js"))
+    assert not decision.promote
+    blocking = " ".join(decision.reasons)
+    assert "humaneval:go" in blocking and "humaneval:js" in blocking
+    assert "not a finite number" in blocking
+    assert {r.metric for r in decision.rows}.isdisjoint({"humaneval:go", "humaneval:js"})
+    # the baseline side too
+    prod = results("prod", production)
+    prod.metrics["humaneval:rust"]["rust/0"] = value
+    assert not decide(results("cand", candidate), prod, GatePolicy()).promote
+
+
+@pytest.mark.parametrize(
+    "override",
+    ["epsilon=1e999", "delta=1e999", "alpha=1e999", "epsilon_per_metric={'humaneval:go': 1e999}"],
+)
+def test_a_policy_with_a_non_finite_number_is_refused(override: str) -> None:
+    with pytest.raises(GateError, match="finite"):
+        load_policy([], [override])
+
+
+def test_a_nan_policy_from_a_config_file_is_refused(tmp_path: Path) -> None:
+    """`epsilon = float("nan")` made every drop "drop within epsilon": nothing could block."""
+    policy_file = tmp_path / "policy.py"
+    policy_file.write_text('epsilon = float("nan")\n')
+    with pytest.raises(GateError, match="finite"):
+        load_policy([str(policy_file)], [])
+
+
+def test_gate_files_are_strict_json_and_record_production(
+    tmp_path: Path, production: dict[str, np.ndarray]
+) -> None:
+    record = {"name": "team", "version": "v3", "digest": "a" * 64}
+    decision = decide(
+        results("cand", production), results("prod", production), GatePolicy(), production=record
+    )
+    write_report(decision, tmp_path / "g")
+    gate = load_gate(tmp_path / "g")
+    assert gate["production"] == record
+    text = (tmp_path / "g" / "gate.json").read_text()
+    (tmp_path / "g" / "gate.json").write_text(text.replace('"v3"', "NaN", 1))
+    with pytest.raises(ValueError, match="not strict JSON"):
+        load_gate(tmp_path / "g")
+    (tmp_path / "g" / "gate.json").write_text("[" * 100_000)
+    with pytest.raises(ValueError, match="not a gate result"):
+        load_gate(tmp_path / "g")

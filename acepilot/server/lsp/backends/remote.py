@@ -1,305 +1,27 @@
-"""Where completions come from: the local engine, or a remote OpenAI-compatible server.
+"""The remote backend: POST {base}/v1/completions of an OpenAI-compatible server.
 
-Both take a `Request` and a `Ticket` and return a `Result`; both stop when the
-ticket is cancelled (a newer request for the document, `$/cancelRequest`).
-
-- `LocalBackend`: the registry entry run by `server.engine` in this process.
-  `Engine.generate` blocks, so it runs on a dedicated worker thread, never on
-  the event loop; the ticket's threading.Event stops it within one token; one
-  engine session per document keeps its KV cache across keystrokes.
-- `RemoteBackend`: POST {base}/v1/completions (OpenAI completions API: vLLM,
-  llama.cpp, TGI, Ollama, Acepilot's team server) with a bearer token,
-  through one keep-alive httpx client, streamed (server-sent events);
-  cancelling the ticket closes the stream. The API's `suffix` (FIM) is sent
-  only when the model supports it (`remoteFim`, or GET /v1/models says so).
-
-Neither logs prompts or completions.
+vLLM, llama.cpp, TGI, Ollama or Acepilot's team server, with a bearer token,
+through one keep-alive httpx client, streamed (server-sent events); cancelling
+the ticket closes the stream. The API's `suffix` (FIM) is sent only when the
+model supports it (`remoteFim`, or GET /v1/models says so).
 """
 
 from __future__ import annotations
 
 import asyncio
-import concurrent.futures
-import contextlib
 import json
 import logging
-import os
-import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any
 
-from acepilot.server.errors import AcepilotError
+from acepilot.server.fim import FimFormat
+from acepilot.server.lsp.backends.base import BackendError, Observer, Request, Result, Ticket
 from acepilot.server.lsp.config import Config
-from acepilot.server.lsp.prompt import Fim, estimate_tokens
+from acepilot.server.lsp.prompt import estimate_tokens
 
 log = logging.getLogger(__name__)
-
-
-class BackendError(AcepilotError):
-    """The backend cannot complete (model missing, server unreachable, bad answer).
-
-    `kind` groups errors for the user: "unreachable" (no connection), "unauthorized"
-    (HTTP 401/403: the token), "error" (anything else). The server tells the user
-    once per kind, not once per keystroke.
-    """
-
-    def __init__(self, message: str, kind: str = "error") -> None:
-        super().__init__(message)
-        self.kind = kind
-
-
-class Ticket:
-    """One completion request's cancellation: for the event loop and for worker threads."""
-
-    def __init__(self) -> None:
-        # The engine polls `stop` between tokens. It is also set when the completion
-        # already has enough text (the block ended): that is not a cancellation.
-        self.stop = threading.Event()
-        self._cancelled = False
-        self._async = asyncio.Event()
-        # For stats: time spent waiting (model load, debounce, the backend), and
-        # whether the request went through prompt building (else no overhead to count).
-        self.waited_ms = 0.0
-        self.prompt_built = False
-        # What answered it: "model" (with its generation's tokens and finish reason) or "cache".
-        self.source = "model"
-        self.generated_tokens = 0
-        self.finish_reason = ""
-
-    @property
-    def cancelled(self) -> bool:
-        return self._cancelled
-
-    def cancel(self) -> None:
-        self._cancelled = True
-        self.stop.set()
-        self._async.set()
-
-    async def wait(self, timeout: float | None) -> bool:
-        """Sleep up to `timeout` seconds (None: until cancelled); True if cancelled."""
-        if timeout is not None and timeout <= 0:
-            return self.cancelled
-        try:
-            await asyncio.wait_for(self._async.wait(), timeout)
-        except TimeoutError:
-            return self.cancelled
-        return True
-
-
-@dataclass(frozen=True)
-class Request:
-    prompt: str
-    max_new_tokens: int
-    temperature: float = 0.0
-    top_p: float = 1.0
-    stop: tuple[str, ...] = ()
-    deadline: float | None = None  # seconds
-    session: str | None = None  # the document: KV reuse across keystrokes (None: cold)
-    suffix: str | None = None  # remote FIM: the API's `suffix` field
-
-
-@dataclass(frozen=True)
-class Result:
-    text: str
-    finish_reason: str
-    prompt_tokens: int = 0
-    reused_tokens: int = 0
-    prefill_ms: float = 0.0
-    decode_ms: float = 0.0
-    generated_tokens: int = 0
-    # False: stopped before the model did any work (cancelled while waiting for the
-    # engine, or before the server answered): it cost no tokens, stats skip it.
-    ran: bool = True
-
-
-Observer = Callable[[Result], None]
-
-
-class Backend(Protocol):
-    kind: str  # "local" or "remote"
-    model: str  # what the status bar shows
-    device: str
-    fim: Fim | None  # FIM special tokens written into the prompt (local models)
-    suffix_field: bool  # FIM through the API's `suffix` field (remote)
-    in_flight_tokens: int  # pieces streamed by the generation in progress (stats)
-    # Called on the event loop with every generation's Result, also one that was
-    # cancelled or abandoned by its request (the tokens it cost still count).
-    observer: Observer | None
-
-    def count_tokens(self, text: str) -> int: ...
-
-    async def prepare(self) -> None:
-        """Learn what the backend supports (remote: GET /v1/models); cheap once done."""
-
-    async def generate(
-        self, request: Request, ticket: Ticket, watch: Callable[[str], bool] | None = None
-    ) -> Result: ...
-
-    async def drop_session(self, session: str) -> None: ...
-
-    async def close(self) -> None: ...
-
-
-# ---- local -------------------------------------------------------------------
-
-
-class LocalBackend:
-    """The engine in this process, on one worker thread (see the module docstring)."""
-
-    kind = "local"
-    suffix_field = False
-
-    def __init__(self, engine: Any, follows: tuple[Any, str] | None = None) -> None:
-        self.engine = engine
-        self.follows = follows  # (Registry, name): the production pointer this model came from
-        self.model = f"{engine.entry.name} {engine.entry.version}"
-        self.device = str(getattr(engine, "device", "cpu"))
-        self.fim = Fim.from_manifest(engine.entry.manifest.get("tokenizer", {}).get("fim"))
-        self.in_flight_tokens = 0
-        self.observer: Observer | None = None
-        self._executor = concurrent.futures.ThreadPoolExecutor(
-            1, thread_name_prefix="acepilot-engine"
-        )
-
-    @classmethod
-    def load(cls, config: Config) -> LocalBackend:
-        """Resolve and load the model (blocking: call it off the event loop)."""
-        from acepilot.server.engine import Engine
-        from acepilot.server.registry import Registry
-
-        registry = Registry(config.registry)
-        name = config.model or os.environ.get("ACEPILOT_MODEL") or only_model(registry)
-        entry = registry.resolve(name)
-        # A registry name (not an entry directory) follows its production pointer.
-        follows = (registry, name) if name in registry.names() else None
-        return cls(Engine.load(entry, threads=config.threads), follows)
-
-    def newer_production(self) -> tuple[Any, int] | None:
-        """The production entry and the pointer's mtime, when the pointer names another
-        version than the one served (a promotion or a rollback); blocking."""
-        if self.follows is None:
-            return None
-        from acepilot.server.registry import PRODUCTION
-
-        registry, name = self.follows
-        pointer = registry.root / name / PRODUCTION
-        try:
-            stamp = pointer.stat().st_mtime_ns
-        except OSError:
-            return None
-        version = registry.production(name)
-        if version is None or version == self.engine.entry.version:
-            return None
-        return registry.entry(name, version), stamp
-
-    def successor(self, entry: Any, config: Config) -> LocalBackend:
-        """A backend for another version of the same model (blocking: loads and checks it)."""
-        from acepilot.server.engine import Engine
-
-        return LocalBackend(Engine.load(entry, threads=config.threads), self.follows)
-
-    def retire(self) -> None:
-        """Stop taking work; what was submitted still finishes (a swap fails no request)."""
-        self._executor.shutdown(wait=False)
-
-    def count_tokens(self, text: str) -> int:
-        return len(self.engine.tokenizer.encode(text, add_special_tokens=False).ids)
-
-    async def prepare(self) -> None:
-        return None
-
-    async def generate(
-        self, request: Request, ticket: Ticket, watch: Callable[[str], bool] | None = None
-    ) -> Result:
-        from acepilot.server.engine import GenerationParams
-
-        params = GenerationParams(
-            max_new_tokens=min(request.max_new_tokens, self.engine.max_length - 1),
-            temperature=request.temperature,
-            top_p=request.top_p,
-            stop=request.stop,
-            deadline=request.deadline,
-        )
-        pieces: list[str] = []
-
-        def on_token(delta: str) -> None:  # on the engine's thread
-            pieces.append(delta)
-            self.in_flight_tokens = len(pieces)
-            if watch is not None and watch("".join(pieces)):
-                ticket.stop.set()  # enough text: stop like a cancel, keep the text
-
-        def run() -> Any:
-            self.in_flight_tokens = 0
-            try:
-                return self.engine.generate(
-                    request.prompt,
-                    params,
-                    session=request.session,
-                    cancel=ticket.stop,
-                    on_token=on_token,
-                )
-            finally:
-                self.in_flight_tokens = 0
-
-        loop = asyncio.get_running_loop()
-        job = self._executor.submit(run)
-        # Report every generation, also one whose request was cancelled meanwhile:
-        # the thread finishes it (within a token) after the request is gone.
-        job.add_done_callback(lambda done: self._report(loop, done))
-        try:
-            generation = await asyncio.wrap_future(job)
-        except asyncio.CancelledError:
-            ticket.cancel()  # the thread stops within one token
-            raise
-        return result_of(generation)
-
-    def _report(self, loop: asyncio.AbstractEventLoop, job: concurrent.futures.Future[Any]) -> None:
-        observer = self.observer
-        if observer is None or job.cancelled() or job.exception() is not None:
-            return
-        result = result_of(job.result())
-        with contextlib.suppress(RuntimeError):  # a closed loop: the server is exiting
-            loop.call_soon_threadsafe(observer, result)
-
-    async def drop_session(self, session: str) -> None:
-        loop = asyncio.get_running_loop()
-        await loop.run_in_executor(self._executor, self.engine.drop_session, session)
-
-    async def close(self) -> None:
-        self._executor.shutdown(wait=False, cancel_futures=True)
-
-
-def result_of(generation: Any) -> Result:
-    """The engine's Generation as a backend Result."""
-    return Result(
-        generation.text,
-        generation.finish_reason,
-        generation.prompt_tokens,
-        generation.reused_tokens,
-        generation.prefill_ms,
-        generation.decode_ms,
-        len(generation.token_ids),
-        generation.prefill_ms > 0 or bool(generation.token_ids),
-    )
-
-
-def only_model(registry: Any) -> str:
-    names = registry.names()
-    if len(names) == 1:
-        return str(names[0])
-    if not names:
-        raise BackendError(
-            f"no models in the registry {registry.root}: build one with "
-            "`acepilot model build`, or set acepilot.model"
-        )
-    raise BackendError(
-        f"several models in the registry {registry.root} ({', '.join(names)}): set acepilot.model"
-    )
-
-
-# ---- remote ------------------------------------------------------------------
 
 
 def base_url(url: str) -> str:
@@ -391,7 +113,7 @@ class RemoteBackend:
 
     kind = "remote"
     device = "remote"
-    fim: Fim | None = None
+    fim: FimFormat | None = None
     PROBE_RETRY_S = 30.0
 
     def __init__(self, config: Config) -> None:
@@ -500,14 +222,12 @@ class RemoteBackend:
             else:
                 reason = state.reason
         result = Result(
-            "".join(state.pieces),
-            reason,
-            state.prompt_tokens,
-            0,
-            0.0,
-            elapsed,
-            state.tokens,
-            state.answered,
+            text="".join(state.pieces),
+            finish_reason=reason,
+            prompt_tokens=state.prompt_tokens,
+            decode_ms=elapsed,
+            generated_tokens=state.tokens,
+            ran=state.answered,
         )
         if self.observer is not None:
             self.observer(result)
@@ -588,10 +308,3 @@ def parse_chunk(data: Any) -> tuple[str, str | None, int]:
         raise BackendError("the remote backend's event is not an OpenAI completion chunk")
     reason = choices[0].get("finish_reason")
     return text, str(reason) if reason else None, prompt_tokens
-
-
-def load_backend(config: Config) -> Backend:
-    """A backend for `config` (blocking for the local engine: call it off the loop)."""
-    if config.backend == "remote":
-        return RemoteBackend(config)
-    return LocalBackend.load(config)

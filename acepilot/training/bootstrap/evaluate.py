@@ -1,0 +1,269 @@
+"""Stage 7, evaluate: held-out line completion and perplexity, against baselines, in one run.
+
+On the held-out packages (never seen by the tokenizer or the model):
+
+- line completion through the built int8 artifact (acepilot/training/eval/line_completion.py):
+  the same number of cursor positions per language; the model with the text
+  before the cursor only, and with the text after the line as a FIM suffix;
+  a token bigram model (same tokenizer, trained on the training rows) and
+  "repeat the previous line";
+- perplexity per token (PyTorch, windows of the training length) for the model
+  and the bigram, overall and per language, and a check through the ONNX graph.
+
+The run refuses to publish a model that does not beat both baselines
+(`beats_baselines`).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from acepilot.training import tiny
+from acepilot.training.bootstrap.config import MODEL_NAME, BootstrapConfig
+from acepilot.training.bootstrap.data import TOKENS, encode_files
+from acepilot.training.bootstrap.sources import SourceFile, Sources
+from acepilot.training.bootstrap.stages import torch_threads
+
+if TYPE_CHECKING:
+    from acepilot.server.registry import ModelEntry
+
+PREFIX_ONLY = MODEL_NAME
+WITH_SUFFIX = f"{MODEL_NAME} + suffix (FIM)"
+BASELINES = ("bigram", "repeat previous line")
+SUFFIX_CHARS = 1500
+
+# Prompts whose completions go into the record (and the docs): generated, never edited.
+# (language, text before the cursor, text after it)
+SHOWCASE: tuple[tuple[str, str, str], ...] = (
+    (
+        "python",
+        "import os\n\n\ndef find_python_files(root):\n"
+        '    """Return the paths of the Python files under root, sorted."""\n'
+        "    paths = []\n    for dirpath, dirnames, filenames in os.walk(root):\n"
+        '        for name in filenames:\n            if name.endswith(".py"):\n'
+        "                paths.append(",
+        "\n    return sorted(paths)\n",
+    ),
+    (
+        "python",
+        "def add(a, b):\n    return a + b\n\n\ndef sub(a, b):\n    return a - b\n\n\n"
+        "def mul(a, b):\n    return a ",
+        "\n",
+    ),
+    (
+        "javascript",
+        "function readConfig(path) {\n  const text = fs.readFileSync(path, ",
+        "\n  return JSON.parse(text);\n}\n",
+    ),
+    (
+        "go",
+        "func (s *Stack) Pop() (int, bool) {\n\tif len(s.items) == 0 {\n\t\treturn ",
+        "\n\t}\n\titem := s.items[len(s.items)-1]\n\ts.items = s.items[:len(s.items)-1]\n"
+        "\treturn item, true\n}\n",
+    ),
+    (
+        "rust",
+        "fn parse_port(text: &str) -> Result<u16, String> {\n    text.trim()\n        .parse::<u16>()",
+        "\n}\n",
+    ),
+)
+
+
+def by_language(files: Sequence[SourceFile]) -> dict[str, list[SourceFile]]:
+    out: dict[str, list[SourceFile]] = {}
+    for file in files:
+        out.setdefault(file.language, []).append(file)
+    return dict(sorted(out.items()))
+
+
+def line_tasks(config: BootstrapConfig, held_out: Sequence[SourceFile]) -> list[Any]:
+    """The same number of positions in every language (seeded), labelled by package."""
+    from acepilot.training.eval import line_completion as lc
+
+    groups = by_language(held_out)
+    per_language = max(1, config.eval_positions // max(1, len(groups)))
+    tasks = []
+    for language, files in groups.items():
+        picked = lc.sample_tasks(
+            [(Path("/"), f.path) for f in files],
+            per_language,
+            config.seed,
+            context_chars=config.eval_context_chars,
+            suffix_chars=SUFFIX_CHARS,
+        )
+        relabel = {f.path.as_posix().lstrip("/"): f for f in files}
+        tasks.extend(
+            dataclasses.replace(
+                task,
+                path=relabel[task.path].relative,
+                language=language,
+                domain=relabel[task.path].package,
+            )
+            for task in picked
+        )
+    return tasks
+
+
+def perplexities(
+    config: BootstrapConfig, sources: Sources, checkpoint: Path, bigram: Any, entry: ModelEntry, progress: bool
+) -> dict[str, Any]:
+    """Per-token perplexity of the model (PyTorch) and the bigram on the same windows."""
+    from acepilot.training.eval import line_completion as lc
+
+    tokenizer = tiny.load_tokenizer(checkpoint)
+    eos = tokenizer.eos_token_id
+    per_language_ids: dict[str, list[int]] = {}
+    held_ids: list[int] = []
+    for language, files in by_language(sources.held_out).items():
+        for ids in encode_files(tokenizer, files):
+            per_language_ids.setdefault(language, []).extend([*ids, eos])
+    share = config.perplexity_tokens // max(1, len(per_language_ids))
+    windows = []
+    for ids in per_language_ids.values():
+        held_ids.extend(ids)
+        windows.extend(lc.token_windows(ids, config.seq_len, share))
+    with torch_threads():
+        model = tiny.load_model(checkpoint)
+        model_loss = tiny.model_loss(model, windows)
+        per_language = {}
+        for language, ids in per_language_ids.items():
+            lang_windows = lc.token_windows(ids, config.seq_len, share)
+            per_language[language] = {
+                "model": math.exp(tiny.model_loss(model, lang_windows)),
+                "bigram": math.exp(bigram.cross_entropy(lang_windows)),
+                "tokens": sum(len(w) - 1 for w in lang_windows),
+            }
+        onnx_windows = lc.token_windows(held_ids, min(256, config.seq_len), config.onnx_perplexity_tokens)
+        torch_onnx_loss = tiny.model_loss(model, onnx_windows)
+    bigram_loss = bigram.cross_entropy(windows)
+    onnx_total, onnx_count = lc.onnx_token_losses(entry, onnx_windows, progress=progress)
+    predicted = sum(len(w) - 1 for w in windows)
+    chars = len(tokenizer.decode([t for w in windows for t in w[1:]]))
+    return {
+        "tokens": predicted,
+        "model": math.exp(model_loss),
+        "bigram": math.exp(bigram_loss),
+        "unigram": math.exp(unigram_loss(bigram, windows)),
+        "model_bits_per_char": model_loss * predicted / chars / math.log(2),
+        "bigram_bits_per_char": bigram_loss * predicted / chars / math.log(2),
+        "per_language": per_language,
+        "onnx_check": {
+            "tokens": onnx_count,
+            "built_artifact": math.exp(onnx_total / onnx_count),
+            "pytorch": math.exp(torch_onnx_loss),
+        },
+    }
+
+
+def fim_sentinels(engine: Any) -> tuple[int, int, int]:
+    ids = [engine.encode(token) for token in (TOKENS.prefix, TOKENS.suffix, TOKENS.middle)]
+    if any(len(i) != 1 for i in ids):
+        raise RuntimeError(f"the FIM tokens are not single tokens of the model: {ids}")
+    return ids[0][0], ids[1][0], ids[2][0]
+
+
+def showcase(engine: Any, sentinels: tuple[int, int, int]) -> list[dict[str, Any]]:
+    """The showcase prompts, prefix only and with their suffix, with the wall time of each."""
+    from acepilot.server.engine import GenerationParams
+
+    out = []
+    params = GenerationParams(max_new_tokens=48, stop=("\n\n",))
+    for language, prefix, suffix in SHOWCASE:
+        began = time.monotonic()
+        plain = engine.generate(prefix, params).text
+        plain_ms = (time.monotonic() - began) * 1000
+        pre, suf, mid = sentinels
+        ids = [pre, *engine.encode(prefix), suf, *engine.encode(suffix), mid]
+        began = time.monotonic()
+        infill = engine.generate(ids, params).text
+        fim_ms = (time.monotonic() - began) * 1000
+        out.append(
+            {
+                "language": language,
+                "prefix": prefix,
+                "suffix": suffix,
+                "prefix_only": plain,
+                "prefix_only_ms": round(plain_ms, 1),
+                "with_suffix": infill,
+                "with_suffix_ms": round(fim_ms, 1),
+            }
+        )
+    return out
+
+
+def evaluate(
+    config: BootstrapConfig,
+    sources: Sources,
+    data_dir: Path,
+    checkpoint: Path,
+    entry: ModelEntry,
+    out: Path,
+    progress: bool,
+) -> dict[str, Any]:
+    """Held-out line completion and perplexity: the model against both baselines."""
+    import numpy as np
+
+    from acepilot.server.engine import Engine
+    from acepilot.training.eval import line_completion as lc
+
+    began = time.monotonic()
+    tokenizer = tiny.load_tokenizer(checkpoint)
+    vocab = tiny.padded_vocab(len(tokenizer))
+    train_ids = np.load(data_dir / "train.npy", mmap_mode="r").reshape(-1)
+    bigram = lc.BigramModel(np.asarray(train_ids, dtype=np.int64), vocab)
+    engine = Engine.load(entry)
+    sentinels = fim_sentinels(engine)
+
+    tasks = line_tasks(config, sources.held_out)
+    predictors: dict[str, lc.Predictor | lc.FimPredictor] = {
+        PREFIX_ONLY: lc.engine_predictor(engine, config.eval_max_tokens),
+        WITH_SUFFIX: lc.FimPredictor(engine, sentinels, max_tokens=config.eval_max_tokens),
+        "bigram": lc.bigram_predictor(bigram, engine.tokenizer, config.eval_max_tokens),
+        "repeat previous line": lc.repeat_previous_line,
+    }
+    reports = lc.evaluate(tasks, predictors, progress=progress, keep_examples=16)
+    results = {
+        "held_out": {
+            language: {"files": len(files), "packages": sorted({f.package for f in files})}
+            for language, files in by_language(sources.held_out).items()
+        },
+        "perplexity": perplexities(config, sources, checkpoint, bigram, entry, progress),
+        "line_completion": {name: report.to_dict() for name, report in reports.items()},
+        "showcase": showcase(engine, sentinels),
+    }
+    examples = {name: report.examples for name, report in reports.items()}
+    (out / "results.json").write_text(json.dumps(results, indent=2) + "\n", "utf-8")
+    (out / "examples.json").write_text(json.dumps(examples, indent=2) + "\n", "utf-8")
+    return {"seconds": round(time.monotonic() - began, 1)}
+
+
+def unigram_loss(bigram: Any, windows: Sequence[Sequence[int]]) -> float:
+    import numpy as np
+
+    targets = np.concatenate([np.asarray(w[1:], dtype=np.int64) for w in windows])
+    return float(-np.log(bigram.unigram[targets]).mean())
+
+
+def beats_baselines(results: dict[str, Any]) -> list[str]:
+    """What the model fails to beat (empty: it beats both baselines on every measure)."""
+    failures = []
+    lines = results.get("line_completion", {})
+    model = lines.get(PREFIX_ONLY, {})
+    for baseline in BASELINES:
+        other = lines.get(baseline, {})
+        for measure in ("exact_match", "edit_similarity"):
+            if not model.get(measure, 0.0) > other.get(measure, 1.0):
+                failures.append(f"{measure} {model.get(measure)} vs {baseline} {other.get(measure)}")
+    perplexity = results.get("perplexity", {})
+    if not perplexity.get("model", math.inf) < perplexity.get("bigram", 0.0):
+        failures.append(f"perplexity {perplexity.get('model')} vs bigram {perplexity.get('bigram')}")
+    return failures
+
+
+__all__ = ["SHOWCASE", "beats_baselines", "evaluate", "line_tasks"]
