@@ -55,10 +55,9 @@ from typing import Any
 from lsprotocol import types
 from pygls.lsp.client import LanguageClient
 
+from acepilot.server.protocol import STATS, STATUS
 from bench.engine import DEFAULT_CACHE, ensure_artifact, ensure_checkpoint
 
-STATUS = "acepilot/status"
-STATS = "acepilot/stats"
 OVERHEAD_LINES = 5000
 
 

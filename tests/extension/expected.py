@@ -20,6 +20,8 @@ from lsprotocol import types
 from pytest_lsp import client_capabilities
 from pytest_lsp.client import make_test_lsp_client
 
+from acepilot.server.protocol import STATUS
+
 
 async def _inline(
     root: Path, path: Path, text: str, line: int, character: int, settings: dict[str, Any]
@@ -27,7 +29,7 @@ async def _inline(
     client = make_test_lsp_client()
     ready = asyncio.Event()
 
-    @client.feature("acepilot/status")
+    @client.feature(STATUS)
     def on_status(params: Any) -> None:
         state = params.get("state") if isinstance(params, dict) else getattr(params, "state", None)
         if state in ("ready", "error"):

@@ -1,4 +1,8 @@
-"""`acepilot complete PATH --line L --column C` end to end on a built model."""
+"""`acepilot complete PATH --line L --column C` end to end on a built model.
+
+The completion itself is the editor's (tests/server/lsp/test_lsp_headless.py
+checks CLI == language server); here: the command line, positions, errors.
+"""
 
 from __future__ import annotations
 
@@ -13,10 +17,12 @@ import pytest
 from engine_fixtures import TINY_NAME, built_tiny_entry, built_tiny_registry  # noqa: F401
 
 from acepilot.server.cli import main
-from acepilot.server.commands.complete import cursor_offset, cut_at_block_end
-from acepilot.server.engine import Engine, GenerationParams
+from acepilot.server.engine import Engine
 from acepilot.server.errors import AcepilotError
+from acepilot.server.lsp.headless import cursor_position
 from acepilot.server.registry import Registry
+
+HEADER = "# Path: sample.py\n# Language: python\n"  # the editor's prompt header
 
 SOURCE = '''import os
 
@@ -44,41 +50,41 @@ def end_of_file(text: str) -> tuple[int, int]:
     return len(lines), len(lines[-1]) + 1
 
 
-def test_complete_prints_the_models_completion_cut_at_the_block(
+def test_complete_prints_the_completion_of_its_json(
     built_tiny_registry,  # noqa: F811
     tmp_path,
     capsys,
 ) -> None:
     path = write_source(tmp_path)
     line, column = end_of_file(SOURCE)
-    code = main(
-        ["complete", str(path), "--line", str(line), "--column", str(column)]
-        + ["--registry", str(built_tiny_registry), "--model", TINY_NAME, "--max-tokens", "24"]
-    )
-    assert code == 0
+    args = ["complete", str(path), "--line", str(line), "--column", str(column)]
+    args += ["--registry", str(built_tiny_registry), "--model", TINY_NAME, "--max-tokens", "24"]
+    assert main(args) == 0
     printed = capsys.readouterr().out
-    engine = Engine.load(Registry(built_tiny_registry).resolve(TINY_NAME))
-    raw = engine.generate(SOURCE, GenerationParams(max_new_tokens=24, stop=("\n\n",)))
-    assert printed == cut_at_block_end(raw.text, "        ") + "\n"
+    assert main([*args, "--json"]) == 0
+    result = json.loads(capsys.readouterr().out)
+    assert printed == result["completion"] + "\n"
+    assert result["generated_tokens"] >= 1
 
 
-def test_complete_in_the_middle_of_a_line_uses_only_the_text_before_the_cursor(
+def test_complete_in_the_middle_of_a_line_prompts_like_the_editor(
     built_tiny_registry,  # noqa: F811
     tmp_path,
     capsys,
 ) -> None:
     path = write_source(tmp_path)
-    # Line 7, after "        return handle.": the rest of the line is not in the prompt.
+    # Line 7, after "        return handle.": a model without FIM gets the text before it.
     args = ["complete", str(path), "--line", "7", "--column", "23", "--json"]
-    args += ["--registry", str(built_tiny_registry), "--max-tokens", "8"]
+    args += ["--registry", str(built_tiny_registry), "--max-tokens", "8", "--root", str(tmp_path)]
     assert main(args) == 0  # the registry's only model is the default
     result = json.loads(capsys.readouterr().out)
     assert result["model"] == f"{TINY_NAME} v1"
     assert result["finish_reason"] in ("length", "eos", "stop")
     engine = Engine.load(Registry(built_tiny_registry).resolve(TINY_NAME), verify=False)
-    prefix = SOURCE[: cursor_offset(SOURCE, 7, 23, path)]
+    line, column = cursor_position(SOURCE, 7, 23, path)
+    prefix = "".join(SOURCE.splitlines(keepends=True)[:line]) + SOURCE.splitlines()[line][:column]
     assert prefix.endswith("        return handle.")
-    assert result["prompt_tokens"] == len(engine.encode(prefix))
+    assert result["prompt_tokens"] == len(engine.encode(HEADER + prefix))
 
 
 def test_the_console_script_runs_end_to_end(built_tiny_registry, tmp_path) -> None:  # noqa: F811
@@ -161,28 +167,12 @@ def test_help_says_positions_are_one_based(capsys) -> None:
 # ---- positions and cutting, without a model -------------------------------------
 
 
-def test_cursor_offsets_count_characters_and_ignore_carriage_returns() -> None:
+def test_cursor_positions_count_characters_and_follow_the_editors_line_breaks() -> None:
     text = "é = 1\r\nxy\n"
     where = Path("t.py")
-    assert cursor_offset(text, 1, 1, where) == 0
-    assert cursor_offset(text, 1, 6, where) == 5  # end of line 1, before "\r"
-    assert cursor_offset(text, 2, 3, where) == text.index("\n", 7)
-    assert cursor_offset(text, 3, 1, where) == len(text)  # the empty line after the last "\n"
+    assert cursor_position(text, 1, 1, where) == (0, 0)
+    assert cursor_position(text, 1, 6, where) == (0, 5)  # end of line 1, before "\r"
+    assert cursor_position(text, 2, 3, where) == (1, 2)
+    assert cursor_position(text, 3, 1, where) == (2, 0)  # the empty line after the last "\n"
     with pytest.raises(AcepilotError, match="column 7 is out of range"):
-        cursor_offset(text, 1, 7, where)
-
-
-@pytest.mark.parametrize(
-    ("completion", "line_prefix", "expected"),
-    [
-        ("word)\n", "print(", "word)"),
-        ("x + 1\n    return y\n\nprint(z)", "    y = ", "x + 1\n    return y"),
-        ("\n    return a\n    \n    b = 2", "def f(a):", "\n    return a"),
-        ("total += 1\n        n -= 1\n    return total", "        ", "total += 1\n        n -= 1"),
-        ("\treturn 1\n\tpass\nx", "\t", "\treturn 1\n\tpass"),
-        ("a\n" * 50, "", "\n".join(["a"] * 20)),
-        ("   ", "x = ", ""),
-    ],
-)
-def test_cut_at_block_end(completion, line_prefix, expected) -> None:
-    assert cut_at_block_end(completion, line_prefix) == expected
+        cursor_position(text, 1, 7, where)

@@ -27,7 +27,12 @@ def test_psm_and_spm_render() -> None:
 
 def test_codegen2_has_no_prefix_token() -> None:
     fim = FimFormat.from_manifest(
-        {"prefix": "", "suffix": "<mask_1>", "middle": "<|endoftext|><sep><mask_1>", "stop": ["<eom>"]}
+        {
+            "prefix": "",
+            "suffix": "<mask_1>",
+            "middle": "<|endoftext|><sep><mask_1>",
+            "stop": ["<eom>"],
+        }
     )
     assert fim is not None
     assert fim.render("P", "S") == "P<mask_1>S<|endoftext|><sep><mask_1>"

@@ -87,9 +87,7 @@ def test_small_bootstrap_publishes_an_evaluated_int8_model(small_run: dict[str, 
         assert scores["n"] == SMALL.eval_positions  # the same positions for every predictor
         assert 0.0 <= scores["exact_match"] <= 1.0 and 0.0 <= scores["edit_similarity"] <= 1.0
         assert set(scores["languages"]) == languages
-        assert {group["n"] for group in scores["languages"].values()} == {
-            SMALL.eval_positions // 2
-        }
+        assert {group["n"] for group in scores["languages"].values()} == {SMALL.eval_positions // 2}
     perplexity = evaluation["perplexity"]
     # the model trained 30 steps: at least better than counting tokens one by one
     assert perplexity["model"] < perplexity["unigram"]
@@ -106,17 +104,20 @@ def test_small_bootstrap_publishes_an_evaluated_int8_model(small_run: dict[str, 
 
 def test_held_out_files_never_reach_training(small_run: dict[str, Any]) -> None:
     sources = json.loads((small_run["work"] / "sources.json").read_text())
-    train = {name for name, _ in sources["files"]["train"]}
-    validation = {name for name, _ in sources["files"]["validation"]}
-    held_out = {name for name, _ in sources["files"]["held_out"]}
+    train = {name for name, _, _ in sources["files"]["train"]}
+    validation = {name for name, _, _ in sources["files"]["validation"]}
+    held_out = {name for name, _, _ in sources["files"]["held_out"]}
     assert held_out and train and validation
     assert not held_out & (train | validation) and not train & validation
     assert all(name.startswith(("python/", "npm/")) for name in train | held_out)
-    # held out by package: no held-out file shares a package (top folder) with a training file
-    def package(name: str) -> str:
-        return "/".join(name.split("/")[:2]).removesuffix(".py")
 
-    assert not {package(n) for n in held_out} & {package(n) for n in train | validation}
+    # held out by package: no held-out package has a file on the training side
+    packages = {
+        split: {package for _, _, package in sources["files"][split]}
+        for split in ("train", "validation", "held_out")
+    }
+    assert not packages["held_out"] & (packages["train"] | packages["validation"])
+    assert "npm:npm" in packages["train"] | packages["held_out"]  # npm's own package
     # the data stage cut every file into at least one document; half of the training
     # documents in FIM order (both orders), some with repository context, validation plain
     counts = stage(small_run["work"], "data")["counts"]
@@ -227,7 +228,7 @@ def test_eval_completion_command_on_the_built_model(
     sources = json.loads((small_run["work"] / "sources.json").read_text())
     root = small_run["work"] / "held_out"  # the evaluation's own copies
     held = tmp_path / "held"
-    names = [n for n, _ in sources["files"]["held_out"] if n.startswith("python/")]
+    names = [n for n, _, _ in sources["files"]["held_out"] if n.startswith("python/")]
     for name in names[:2]:
         relative = name.removeprefix("python/")
         target = held / ("pkg" if "/" in relative else "flat") / Path(relative).name

@@ -423,9 +423,7 @@ def test_fim_documents_are_psm_or_spm_and_put_the_text_back_together() -> None:
     settings = fim.FimSettings(rate=1.0, spm_rate=0.5, line_rate=0.5)
     rng = random.Random(0)
     orders = {"psm": 0, "spm": 0}
-    serving = {
-        order: FimFormat.from_manifest(tokens.manifest(order)) for order in ("psm", "spm")
-    }
+    serving = {order: FimFormat.from_manifest(tokens.manifest(order)) for order in ("psm", "spm")}
     for _ in range(200):
         document, order = fim.fim_document(FIM_TEXT, tokens, settings, rng)
         assert order in orders
@@ -439,12 +437,8 @@ def test_fim_documents_are_psm_or_spm_and_put_the_text_back_together() -> None:
         else:
             assert body.startswith(tokens.prefix + tokens.suffix)
             suffix, rest = body[len(tokens.prefix + tokens.suffix) :].split(tokens.middle)
-            prefix, middle = "", rest
-            # SPM: the prefix is written after the middle token, then the middle follows it
-            for cut in range(len(rest) + 1):
-                if FIM_TEXT == rest[:cut] + rest[cut:] + suffix and FIM_TEXT.startswith(rest[:cut]):
-                    prefix, middle = rest[:cut], rest[cut:]
-            assert prefix + middle + suffix == FIM_TEXT
+            # SPM: prefix and middle follow the middle token, in the text's order
+            prefix, middle = rest[: len(rest) // 2], rest[len(rest) // 2 :]
         assert prefix + middle + suffix == FIM_TEXT
         # what serving writes for this prefix and suffix is exactly the document's start
         format_ = serving[order]
@@ -490,7 +484,10 @@ def test_repository_documents_and_chunks() -> None:
     repo = RepoFormat.from_manifest(tokens.repo_manifest())
     assert repo is not None
     # the serving side's rendering of a context file is what training wrote
-    assert header == "<repo_name>pkg\n" + repo.render_file("pkg/a.py", "x = 1\n") + "<file_sep>pkg/b.py\n"
+    assert (
+        header
+        == "<repo_name>pkg\n" + repo.render_file("pkg/a.py", "x = 1\n") + "<file_sep>pkg/b.py\n"
+    )
     chunks = fim.chunk_text(FIM_TEXT * 20, 100)
     assert "".join(chunks) == FIM_TEXT * 20
     assert all(len(c) <= 100 for c in chunks)

@@ -7,6 +7,7 @@ Nothing JIT-compiles (torch_adam, shm_comm skipped): each run takes ~25 s."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import os
@@ -21,10 +22,10 @@ import numpy as np
 import pytest
 from test_train_corpus import code, write
 
-from acepilot.training.config import configure
+from acepilot.training.config import ConfigError, configure
 from acepilot.training.corpus.build import CorpusConfig, build_corpus
 from acepilot.training.finetune.launch import launch, launch_command, resolve_strategy
-from acepilot.training.finetune.train import FinetuneConfig, get_lr
+from acepilot.training.finetune.train import FinetuneConfig, check, get_lr
 
 CLI = (
     "import argparse, sys\n"
@@ -258,6 +259,23 @@ def test_launch_commands_and_schedule(tmp_path: Path) -> None:
     c = FinetuneConfig(learning_rate=1.0, min_lr=0.1, warmup_steps=4, max_steps=20)
     assert get_lr(0, c) == pytest.approx(0.2) and get_lr(4, c) == pytest.approx(1.0)
     assert get_lr(20, c) == pytest.approx(0.1) and math.isclose(get_lr(12, c), 0.55)
+
+
+def test_wsd_schedule_does_not_depend_on_the_length_before_its_decay() -> None:
+    """warmup-stable-decay: the peak rate until the last decay_fraction of the steps,
+    then linear to min_lr; before the decay the rates of a 100- and a 60-step run are
+    the same, which is what lets a long run be shortened and stay reproducible."""
+    long = FinetuneConfig(
+        learning_rate=1.0, min_lr=0.1, warmup_steps=4, max_steps=100, lr_schedule="wsd"
+    )
+    short = dataclasses.replace(long, max_steps=60)
+    assert get_lr(0, long) == pytest.approx(0.2) and get_lr(4, long) == pytest.approx(1.0)
+    assert [get_lr(s, long) for s in range(48)] == [get_lr(s, short) for s in range(48)]
+    assert get_lr(79, long) == 1.0 and get_lr(90, long) == pytest.approx(0.55)
+    assert get_lr(100, long) == pytest.approx(0.1) and get_lr(60, short) == pytest.approx(0.1)
+    assert get_lr(54, short) == pytest.approx(0.55)
+    with pytest.raises(ConfigError, match="lr_schedule"):
+        check(dataclasses.replace(long, lr_schedule="linear", init_from="", data_dir=""))
 
 
 def test_strategy_auto_asks_the_planner(tmp_path: Path) -> None:

@@ -4,18 +4,11 @@ from __future__ import annotations
 
 import argparse
 import json
-from pathlib import Path
 from typing import Any
 
 from acepilot.server.build.shape import DEFAULT_MAX_LENGTH
+from acepilot.server.commands.options import add_registry, positive_int
 from acepilot.server.registry import Registry
-
-
-def positive_int(text: str) -> int:
-    value = int(text)
-    if value <= 0:
-        raise argparse.ArgumentTypeError(f"must be a positive integer, got {text}")
-    return value
 
 
 def register(subparsers: argparse._SubParsersAction[Any]) -> None:
@@ -60,11 +53,7 @@ def register(subparsers: argparse._SubParsersAction[Any]) -> None:
         help="the graph's context in tokens (default: the config's positions, at most "
         f"{DEFAULT_MAX_LENGTH}: every session's KV buffer is this long)",
     )
-    build.add_argument(
-        "--registry",
-        type=Path,
-        help="registry directory (default: $ACEPILOT_REGISTRY or ~/.local/share/acepilot/registry)",
-    )
+    add_registry(build)
     build.add_argument("--name", help="registry name (default: the checkpoint's name)")
     build.add_argument("--revision", help="hub revision (branch, tag or commit)")
     build.add_argument(
@@ -77,13 +66,13 @@ def register(subparsers: argparse._SubParsersAction[Any]) -> None:
     build.set_defaults(func=run_build)
 
     listing = commands.add_parser("list", help="list registered models and versions")
-    listing.add_argument("--registry", type=Path)
+    add_registry(listing)
     listing.set_defaults(func=run_list)
 
     show = commands.add_parser("show", help="print a registry entry's manifest")
     show.add_argument("model", help="registry name (its production version) or entry directory")
     show.add_argument("--version", help="a specific version instead of production")
-    show.add_argument("--registry", type=Path)
+    add_registry(show)
     show.set_defaults(func=run_show)
 
 

@@ -17,6 +17,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from acepilot.server.commands.options import add_registry, positive_int
+
 BACKLOG = 2048  # uvicorn's default listen backlog (lowered to fit the open-file limit)
 SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([kmgt]?)i?b?\s*$", re.IGNORECASE)
 
@@ -28,16 +30,6 @@ def byte_size(text: str) -> int:
         raise argparse.ArgumentTypeError(f"expected a size such as 8G or 512M, got {text!r}")
     scale = 1024 ** " kmgt".index(match.group(2).lower() or " ")
     return int(float(match.group(1)) * scale)
-
-
-def positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
-    return value
 
 
 def positive_float(text: str) -> float:
@@ -64,7 +56,7 @@ def register(subparsers: argparse._SubParsersAction[Any]) -> None:
         ),
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
-    parser.add_argument("--registry", type=Path, help="registry directory (default: as `model`)")
+    add_registry(parser)
     parser.add_argument("--tokens-db", type=Path, help="token database (default: in the registry)")
     parser.add_argument("--model", help="registry model name to serve (its production version)")
     parser.add_argument("--host", default="127.0.0.1", help="address to listen on")
@@ -159,7 +151,7 @@ def register(subparsers: argparse._SubParsersAction[Any]) -> None:
     revoke = actions.add_parser("revoke", help="revoke NAME's token (401 from then on)")
     revoke.add_argument("name")
     for sub in (create, revoke, actions.choices["list"]):
-        sub.add_argument("--registry", type=Path, default=argparse.SUPPRESS)
+        add_registry(sub, default=argparse.SUPPRESS)
         sub.add_argument("--tokens-db", type=Path, default=argparse.SUPPRESS)
     token.set_defaults(func=run_token)
 

@@ -7,8 +7,8 @@
 with one job and typed dataclasses in and out (docs/lsp.md draws it):
 
 1. snapshot.py     the lines around the cursor, copied (bounded by the budget)
-2. trigger.py      single or multi-line, stop sequences, when to stop early;
-                   cache.py's typing-ahead answers without a model
+2. trigger.py      typing-ahead answers at once (the user typed what was shown);
+                   else single or multi-line, stop sequences, when to stop early
 3. context.py      snippets from other open documents (on a worker thread)
    prompt.py       header + snippets + prefix (+ FIM suffix) within the token budget
 4. cache.py        an LRU of model outputs; else debounce, then
@@ -82,12 +82,14 @@ async def complete(session: Session, query: Query) -> Completion | None:
     if document.stale:
         session.stale_request(query.uri)
         return None
-    typed_ahead = session.ahead.answer(document, line, column)  # 2. the user typed what we showed
-    if typed_ahead:
-        return answer_typed_ahead(session, document, line, column, typed_ahead, started)
-    ticket = session.new_ticket(query.uri)
+    path = session.relative_path(document.uri)
+    snapshot = take_snapshot(document, line, column, path=path, config=session.config)  # 1
+    trigger = decide(snapshot.context, session.ahead.answer(document, line, column))  # 2
+    if trigger.typed_ahead:
+        return answer_typed_ahead(session, document, snapshot, trigger.typed_ahead, started)
+    ticket = session.new_ticket(query.uri)  # cancels the document's previous request
     try:
-        text = await run_stages(session, document, line, column, ticket)
+        text = await run_stages(session, document, snapshot, trigger, ticket)  # 3-5
     except asyncio.CancelledError:
         ticket.cancel()
         session.stats.cancelled += 1
@@ -97,19 +99,16 @@ async def complete(session: Session, query: Query) -> Completion | None:
     record_request(session, ticket, started)
     if text is None:
         return None
-    return Completion(document=document, line=line, column=column, text=text)
+    return Completion(document=document, line=line, column=column, text=text)  # 6
 
 
 async def run_stages(
-    session: Session, document: Document, line: int, column: int, ticket: Ticket
+    session: Session, document: Document, snapshot: Snapshot, trigger: Trigger, ticket: Ticket
 ) -> str | None:
-    """Stages 1-5 for a request that needs the model (or its cache)."""
-    backend = await session.ready_backend(ticket)
+    """Stages 3-5 for a request that needs the model (or its cache)."""
+    backend = await session.ready_backend(ticket)  # loaded (the first request may wait)
     if backend is None:
         return None
-    path = session.relative_path(document.uri)
-    snapshot = take_snapshot(document, line, column, path=path, config=session.config)  # 1
-    trigger = decide(snapshot.context)  # 2
     prompt = await build(session, document, snapshot, backend)  # 3
     ticket.prompt_built = True
     generated = await generate(session, backend, prompt, trigger, ticket, document.uri)  # 4
@@ -231,14 +230,14 @@ async def call_backend(
 
 
 def answer_typed_ahead(
-    session: Session, document: Document, line: int, column: int, rest: str, started: float
+    session: Session, document: Document, snapshot: Snapshot, rest: str, started: float
 ) -> Completion:
     """Stage 2's answer without a model: the rest of the completion the user is typing."""
     session.stats.typing_ahead += 1
-    session.ahead.remember(document, line, column, rest)
+    session.ahead.remember(document, snapshot.line, snapshot.column, rest)
     total = (time.perf_counter() - started) * 1000
     session.stats.answered(RequestRecord(total_ms=total, source="typing_ahead"), None)
-    return Completion(document=document, line=line, column=column, text=rest)
+    return Completion(document=document, line=snapshot.line, column=snapshot.column, text=rest)
 
 
 def record_request(session: Session, ticket: Ticket, started: float) -> None:

@@ -1,4 +1,8 @@
-"""Stage 2 of the pipeline: what kind of completion, and when generation may stop.
+"""Stage 2 of the pipeline: answer at once (typing-ahead), or what kind of completion.
+
+Typing-ahead: when the user typed the start of the completion shown last at
+this place (acepilot/server/lsp/cache.py keeps it), the rest of it is the
+answer, without the model.
 
 Single- or multi-line comes from the cursor's surroundings
 (`postprocess.decide_mode`: text after the cursor, a line that opens a
@@ -7,8 +11,6 @@ stops as soon as the generated text holds a line past the end of the
 cursor's block (`block_watch`), which post-processing would cut anyway:
 the tokens after it are never shown, so they are never generated.
 
-(Typing-ahead, the other answer of this stage, lives with the session's state:
-acepilot/server/lsp/cache.py.)
 """
 
 from __future__ import annotations
@@ -26,12 +28,14 @@ class Trigger:
     mode: str  # postprocess.SINGLE or MULTI
     stop: tuple[str, ...]  # stop sequences for the backend
     watch: Callable[[str], bool] | None  # True: the generated text is complete, stop
+    typed_ahead: str | None = None  # the answer without a model (typing-ahead), if any
 
 
-def decide(context: Context) -> Trigger:
+def decide(context: Context, typed_ahead: str | None = None) -> Trigger:
+    """What to do for this position; `typed_ahead`: TypingAhead.answer's rest, if any."""
     if context.mode == SINGLE:
-        return Trigger(mode=SINGLE, stop=("\n",), watch=None)
-    return Trigger(mode=context.mode, stop=(), watch=block_watch(context))
+        return Trigger(mode=SINGLE, stop=("\n",), watch=None, typed_ahead=typed_ahead)
+    return Trigger(mode=context.mode, stop=(), watch=block_watch(context), typed_ahead=typed_ahead)
 
 
 def block_watch(context: Context) -> Callable[[str], bool]:

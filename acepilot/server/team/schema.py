@@ -26,6 +26,7 @@ from pydantic import (
     StringConstraints,
     ValidationError,
     ValidationInfo,
+    WithJsonSchema,
     field_validator,
 )
 from pydantic_core import PydanticCustomError
@@ -69,6 +70,15 @@ def _only(allowed: Any, what: str) -> Callable[[Any], Any]:
 
 
 StopString = Annotated[str, StringConstraints(min_length=1, max_length=MAX_STOP_CHARS)]
+_STOP_ONE = {"type": "string", "minLength": 1, "maxLength": MAX_STOP_CHARS}
+STOP_SCHEMA = {
+    "anyOf": [
+        _STOP_ONE,
+        {"type": "array", "items": _STOP_ONE, "maxItems": MAX_STOP},
+        {"type": "null"},
+    ],
+    "description": f"a string or up to {MAX_STOP} strings",
+}
 Prompt = (
     str
     | Annotated[list[str], Field(min_length=1, max_length=1)]
@@ -90,7 +100,7 @@ class CompletionBody(Strict):
     """POST /v1/completions: the OpenAI completions API, one completion per request."""
 
     model: Annotated[str | None, Field(max_length=256)] = None
-    prompt: Annotated[Prompt, AfterValidator(_one_string), _or("")] = Field(
+    prompt: Annotated[Prompt, AfterValidator(_one_string)] = Field(
         default="",
         description="a string, a list of one string, or a list of token ids",
     )
@@ -100,9 +110,12 @@ class CompletionBody(Strict):
     max_tokens: Annotated[int, Field(ge=1), _or(16)] = 16
     temperature: Annotated[float, Field(ge=0.0, le=2.0), _or(1.0)] = 1.0
     top_p: Annotated[float, Field(gt=0.0, le=1.0), _or(1.0)] = 1.0
-    stop: Annotated[list[StopString], Field(max_length=MAX_STOP), BeforeValidator(_stop_list)] = (
-        Field(default_factory=list, description=f"a string or up to {MAX_STOP} strings")
-    )
+    stop: Annotated[
+        list[StopString],
+        Field(max_length=MAX_STOP),
+        BeforeValidator(_stop_list),
+        WithJsonSchema(STOP_SCHEMA),
+    ] = Field(default_factory=list)
     stream: Annotated[bool, _or(False)] = False
     stream_options: StreamOptions | None = None
     n: Annotated[int | None, AfterValidator(_only(1, "only 1"))] = None

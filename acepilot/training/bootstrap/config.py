@@ -61,9 +61,9 @@ class BootstrapConfig:
     repo_context_chars: int = 1000
     chars_per_chunk: int = 2400  # a file is cut into pieces that fit one row (~3.5 chars/token)
     # model
-    n_embd: int = 256
+    n_embd: int = 128
     n_layer: int = 6
-    n_head: int = 8
+    n_head: int = 4
     rotary_dim: int = 16
     # The context the engine serves (its max_length) is n_positions: keep it at the
     # trained length. Positions the model never saw in training ruin its predictions
@@ -71,19 +71,19 @@ class BootstrapConfig:
     n_positions: int = 1024
     seq_len: int = 1024
     # training (acepilot/training/finetune/train.py)
-    steps: int = 3000
-    micro_batch: int = 4
+    steps: int = 1000
+    micro_batch: int = 2  # rows of seq_len per step: small batches, more steps, at this budget
     learning_rate: float = 3e-3
     min_lr: float = 3e-4
-    warmup_steps: int = 50
+    warmup_steps: int = 30
     lr_schedule: str = "wsd"  # warmup-stable-decay: see finetune/train.py get_lr
     decay_fraction: float = 0.2
     weight_decay: float = 0.01
-    checkpoint_interval: int = 100
+    checkpoint_interval: int = 25
     # build and evaluation
     precision: str = "int8"
     parity: str = "enforce"
-    eval_positions: int = 600
+    eval_positions: int = 500
     eval_context_chars: int = 3000
     eval_max_tokens: int = 48
     perplexity_tokens: int = 32_768

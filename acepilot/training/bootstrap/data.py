@@ -87,7 +87,11 @@ def make_tokenizer(sources: Sources, config: BootstrapConfig, out: Path) -> dict
         if len(ids) != 1:
             raise RuntimeError(f"special token {token!r} is not one token: {ids}")
     digest = hashlib.sha256((out / "tokenizer.json").read_bytes()).hexdigest()
-    return {"tokens": len(tokenizer), "sha256": digest, "seconds": round(time.monotonic() - began, 1)}
+    return {
+        "tokens": len(tokenizer),
+        "sha256": digest,
+        "seconds": round(time.monotonic() - began, 1),
+    }
 
 
 def package_path(file: SourceFile) -> str:
@@ -130,6 +134,14 @@ def documents(
                 yield header + body, order, with_repo
 
 
+def pack_batch(packer: Any, tokenizer: Any, batch: list[str], eos: int) -> None:
+    """Tokenize the documents and hand them to the packer; empties `batch`."""
+    for ids in tokenizer(batch, add_special_tokens=False, verbose=False)["input_ids"]:
+        # each document already ends in EOS, which the packer writes itself
+        packer.add(ids[:-1] if ids and ids[-1] == eos else ids)
+    batch.clear()
+
+
 def make_data(
     sources: Sources, config: BootstrapConfig, tokenizer_dir: Path, out: Path
 ) -> dict[str, Any]:
@@ -150,22 +162,14 @@ def make_data(
         orders: dict[str, int] = {}
         repo_docs = 0
         batch: list[str] = []
-
-        def flush() -> None:
-            for ids in tokenizer(batch, add_special_tokens=False, verbose=False)["input_ids"]:
-                # the document already ends in EOS: the packer adds one more only
-                # for plain text, so drop it here and let the packer write it
-                packer.add(ids[:-1] if ids and ids[-1] == eos else ids)
-            batch.clear()
-
         for text, order, repo in documents(files, config, rng, plain=plain):
             batch.append(text)
             if order:
                 orders[order] = orders.get(order, 0) + 1
             repo_docs += repo
             if len(batch) >= 512:
-                flush()
-        flush()
+                pack_batch(packer, tokenizer, batch, eos)
+        pack_batch(packer, tokenizer, batch, eos)
         counts[split] = {**packer.finish(), "fim": orders, "repo_documents": repo_docs}
     manifest = {
         "name": "acepilot-bootstrap",

@@ -88,7 +88,7 @@ def line_tasks(config: BootstrapConfig, held_out: Sequence[SourceFile]) -> list[
 
     groups = by_language(held_out)
     per_language = max(1, config.eval_positions // max(1, len(groups)))
-    tasks = []
+    tasks: list[Any] = []
     for language, files in groups.items():
         picked = lc.sample_tasks(
             [(Path("/"), f.path) for f in files],
@@ -111,7 +111,12 @@ def line_tasks(config: BootstrapConfig, held_out: Sequence[SourceFile]) -> list[
 
 
 def perplexities(
-    config: BootstrapConfig, sources: Sources, checkpoint: Path, bigram: Any, entry: ModelEntry, progress: bool
+    config: BootstrapConfig,
+    sources: Sources,
+    checkpoint: Path,
+    bigram: Any,
+    entry: ModelEntry,
+    progress: bool,
 ) -> dict[str, Any]:
     """Per-token perplexity of the model (PyTorch) and the bigram on the same windows."""
     from acepilot.training.eval import line_completion as lc
@@ -139,7 +144,9 @@ def perplexities(
                 "bigram": math.exp(bigram.cross_entropy(lang_windows)),
                 "tokens": sum(len(w) - 1 for w in lang_windows),
             }
-        onnx_windows = lc.token_windows(held_ids, min(256, config.seq_len), config.onnx_perplexity_tokens)
+        onnx_windows = lc.token_windows(
+            held_ids, min(256, config.seq_len), config.onnx_perplexity_tokens
+        )
         torch_onnx_loss = tiny.model_loss(model, onnx_windows)
     bigram_loss = bigram.cross_entropy(windows)
     onnx_total, onnx_count = lc.onnx_token_losses(entry, onnx_windows, progress=progress)
@@ -259,10 +266,14 @@ def beats_baselines(results: dict[str, Any]) -> list[str]:
         other = lines.get(baseline, {})
         for measure in ("exact_match", "edit_similarity"):
             if not model.get(measure, 0.0) > other.get(measure, 1.0):
-                failures.append(f"{measure} {model.get(measure)} vs {baseline} {other.get(measure)}")
+                failures.append(
+                    f"{measure} {model.get(measure)} vs {baseline} {other.get(measure)}"
+                )
     perplexity = results.get("perplexity", {})
     if not perplexity.get("model", math.inf) < perplexity.get("bigram", 0.0):
-        failures.append(f"perplexity {perplexity.get('model')} vs bigram {perplexity.get('bigram')}")
+        failures.append(
+            f"perplexity {perplexity.get('model')} vs bigram {perplexity.get('bigram')}"
+        )
     return failures
 
 

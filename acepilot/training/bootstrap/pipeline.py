@@ -252,7 +252,7 @@ def sources_record(sources: Sources) -> dict[str, Any]:
         },
         "licences": sources.licences,
         "files": {
-            split: [[f.relative, f.licence] for f in files]
+            split: [[f.relative, f.licence, f.package] for f in files]
             for split, files in (
                 ("train", sources.train),
                 ("validation", sources.validation),

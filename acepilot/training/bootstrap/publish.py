@@ -26,7 +26,9 @@ def private_entry(build_dir: Path) -> ModelEntry:
     return Registry(build_dir / "registry").resolve(MODEL_NAME)
 
 
-def make_build(config: BootstrapConfig, checkpoint: Path, out: Path, progress: bool) -> dict[str, Any]:
+def make_build(
+    config: BootstrapConfig, checkpoint: Path, out: Path, progress: bool
+) -> dict[str, Any]:
     """`model build` into a registry private to the work dir (published only after evaluation)."""
     from acepilot.server.build.pipeline import build_model
     from acepilot.server.registry import Registry
@@ -43,13 +45,12 @@ def make_build(config: BootstrapConfig, checkpoint: Path, out: Path, progress: b
     tokenizer = entry.manifest.get("tokenizer", {})
     fim = tokenizer.get("fim") or {}
     wanted = TOKENS.manifest()
-    if any(fim.get(k) != wanted[k] for k in ("prefix", "suffix", "middle")) or tokenizer.get(
-        "repo"
-    ) != TOKENS.repo_manifest():
+    if (
+        any(fim.get(k) != wanted[k] for k in ("prefix", "suffix", "middle"))
+        or tokenizer.get("repo") != TOKENS.repo_manifest()
+    ):
         # the builder reads FIM tokens from the tokenizer: it must have found ours
-        raise RuntimeError(
-            f"the build did not record the model's FIM/repository tokens: {fim!r}"
-        )
+        raise RuntimeError(f"the build did not record the model's FIM/repository tokens: {fim!r}")
     return {
         "version": entry.version,
         "parity": entry.manifest.get("parity"),
@@ -57,7 +58,9 @@ def make_build(config: BootstrapConfig, checkpoint: Path, out: Path, progress: b
     }
 
 
-def copy_entry(entry: ModelEntry, registry: Registry, extra: dict[str, Any] | None = None) -> ModelEntry:
+def copy_entry(
+    entry: ModelEntry, registry: Registry, extra: dict[str, Any] | None = None
+) -> ModelEntry:
     """`entry`'s files into `registry` as a new version of MODEL_NAME (manifest kept)."""
     with registry.stage(MODEL_NAME) as staging:
         for name in entry.files:
@@ -84,7 +87,10 @@ def publish(entry: ModelEntry, registry: Registry) -> ModelEntry:
             candidate = registry.entry(MODEL_NAME, version)
         except RegistryError:
             continue
-        if candidate.files == entry.files and candidate.manifest.get("source", {}).get("sha256") == source:
+        if (
+            candidate.files == entry.files
+            and candidate.manifest.get("source", {}).get("sha256") == source
+        ):
             published = candidate
             break
     if published is None:

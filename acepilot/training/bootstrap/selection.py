@@ -22,12 +22,6 @@ from acepilot.training.corpus import filters
 from acepilot.training.corpus.fim import FimTokens
 
 SPECIAL = FimTokens().special()
-CONTENT_RULES = {
-    "min_bytes": 200,
-    "max_line_length": 1000,
-    "max_mean_line_length": 100.0,
-    "min_alnum_ratio": 0.25,
-}
 
 
 def normal_hash(text: str) -> str:
@@ -41,7 +35,9 @@ def candidates(config: BootstrapConfig, licences: dict[str, Any]) -> Iterator[sr
     yield from src.python_stdlib()
     if config.pypi_bytes:
         yield from src.python_site_packages(licences)
-    node_roots = [Path(p) if Path(p).is_absolute() else repository_root() / p for p in config.node_roots]
+    node_roots = [
+        Path(p) if Path(p).is_absolute() else repository_root() / p for p in config.node_roots
+    ]
     if config.javascript_bytes or config.typescript_bytes:
         yield from src.npm_packages(node_roots)
     if config.go_bytes:
@@ -105,7 +101,12 @@ def select_sources(config: BootstrapConfig) -> src.Sources:
                     drop("binary")
                     continue
                 reason = filters.content_reason(
-                    text, max_bytes=config.max_file_bytes, **CONTENT_RULES
+                    text,
+                    min_bytes=200,
+                    max_bytes=config.max_file_bytes,
+                    max_line_length=1000,
+                    max_mean_line_length=100.0,
+                    min_alnum_ratio=0.25,
                 )
                 if reason:
                     drop(reason)

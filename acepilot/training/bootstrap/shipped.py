@@ -64,7 +64,7 @@ def ensure_shipped(
     for version in reversed(registry.versions(MODEL_NAME)):
         try:
             candidate = registry.entry(MODEL_NAME, version)
-        except Exception:  # noqa: BLE001 - a broken version is skipped, never used
+        except Exception:
             continue
         if candidate.digest == shipped.digest:
             entry = candidate
@@ -84,7 +84,12 @@ def shipped_record(entry: ModelEntry) -> dict[str, Any]:
     except (OSError, ValueError):
         record = {}
     record.update(
-        {"name": entry.name, "version": entry.version, "registry": str(entry.path.parent.parent)}
+        {
+            "name": entry.name,
+            "version": entry.version,
+            "registry": str(entry.path.parent.parent),
+            "shipped": True,
+        }
     )
     return record
 
@@ -111,7 +116,9 @@ def licences_text(work: Path) -> str:
         lines += [
             "",
             "Python distributions used (licence from their metadata): "
-            + ", ".join(f"{name} ({licence})" for name, licence in sorted(pypi["distributions"].items())),
+            + ", ".join(
+                f"{name} ({licence})" for name, licence in sorted(pypi["distributions"].items())
+            ),
             "",
             "Refused as not clearly permissive: "
             + ", ".join(sorted(pypi.get("refused_not_clearly_permissive", []))),
@@ -162,4 +169,11 @@ def ship(work: Path, published: ModelEntry, out: Path | None = None) -> str:
     return entry.digest
 
 
-__all__ = ["SHIPPED_DIGEST", "ensure_shipped", "load_shipped", "ship", "shipped_dir", "shipped_record"]
+__all__ = [
+    "SHIPPED_DIGEST",
+    "ensure_shipped",
+    "load_shipped",
+    "ship",
+    "shipped_dir",
+    "shipped_record",
+]

@@ -228,7 +228,9 @@ def distribution_licence(metadata: Any) -> str | None:
     if expression:
         return permissive(expression)
     classifiers = [
-        c[len(CLASSIFIER) :] for c in metadata.get_all("Classifier") or [] if c.startswith(CLASSIFIER)
+        c[len(CLASSIFIER) :]
+        for c in metadata.get_all("Classifier") or []
+        if c.startswith(CLASSIFIER)
     ]
     if classifiers:
         names = [permissive(c) for c in classifiers]

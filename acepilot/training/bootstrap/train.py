@@ -19,7 +19,13 @@ from typing import Any
 
 from acepilot.training import tiny
 from acepilot.training.bootstrap.config import BootstrapConfig
-from acepilot.training.bootstrap.stages import STAGE_RECORD, Stage, free_port, read_json, torch_threads
+from acepilot.training.bootstrap.stages import (
+    STAGE_RECORD,
+    Stage,
+    free_port,
+    read_json,
+    torch_threads,
+)
 
 
 def make_init(config: BootstrapConfig, tokenizer_dir: Path, out: Path) -> dict[str, Any]:
@@ -46,7 +52,9 @@ def make_init(config: BootstrapConfig, tokenizer_dir: Path, out: Path) -> dict[s
     return {"parameters": sum(p.numel() for p in model.parameters())}
 
 
-def finetune_config(config: BootstrapConfig, data_dir: Path, init_dir: Path, out: Path, progress: bool) -> Any:
+def finetune_config(
+    config: BootstrapConfig, data_dir: Path, init_dir: Path, out: Path, progress: bool
+) -> Any:
     """The training loop's settings for this recipe."""
     from acepilot.training.finetune.train import FinetuneConfig
 
@@ -84,7 +92,9 @@ def decay_start(config: BootstrapConfig) -> int:
     """The first step whose learning rate depends on `steps` (wsd: the decay's start)."""
     if config.lr_schedule != "wsd":
         return 0
-    return max(config.warmup_steps, config.steps - max(1, round(config.decay_fraction * config.steps)))
+    return max(
+        config.warmup_steps, config.steps - max(1, round(config.decay_fraction * config.steps))
+    )
 
 
 def checkpoint_step(directory: Path) -> int | None:

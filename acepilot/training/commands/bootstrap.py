@@ -1,4 +1,4 @@
-"""`acepilot bootstrap`: train, evaluate, build and register acepilot-tiny (acepilot/training/bootstrap.py).
+"""`acepilot bootstrap`: train, evaluate, build and register acepilot-tiny (acepilot/training/bootstrap/).
 
 A top-level command of the training side (registered through acepilot/training/cli.py,
 so `server` never imports `training`). `acepilot demo` runs the same function
@@ -13,6 +13,7 @@ from importlib.util import find_spec
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from acepilot.server.commands.options import add_registry
 from acepilot.server.errors import AcepilotError
 
 if TYPE_CHECKING:
@@ -26,14 +27,17 @@ def register(subparsers: argparse._SubParsersAction[Any]) -> None:
         "bootstrap",
         help=f"train Acepilot's own default model ({MODEL_NAME}) from local code, offline",
         description=(
-            f"Build {MODEL_NAME} from nothing but this machine: a BPE tokenizer and a small "
-            "CodeGen trained (DeepSpeed, CPU or GPU) on the Python standard library and npm's "
-            "permissively licensed JavaScript; held-out evaluation against a bigram model and "
-            "'repeat the previous line'; the int8 ONNX build with its parity gate; then it "
-            "becomes production of acepilot-tiny in the registry. Seeded and deterministic. "
-            "Every stage is kept in the work dir: a rerun skips what is done, an interrupted "
-            "run resumes (training from its last checkpoint). About 6 minutes on an idle 2-core "
-            "machine the first time (docs/acepilot-tiny.md), seconds afterwards."
+            f"Reproduce {MODEL_NAME}, the default model shipped under models/, from nothing "
+            "but this machine: a BPE tokenizer with fill-in-the-middle tokens and a small "
+            "CodeGen trained (DeepSpeed, CPU or GPU) on the permissively licensed Python, "
+            "JavaScript/TypeScript, Go and Rust found here, in FIM and repository format at "
+            "1,024 tokens; held-out evaluation against a bigram model and 'repeat the previous "
+            "line'; the int8 ONNX build with its parity gate; then it becomes production of "
+            "acepilot-tiny in the registry. Seeded and deterministic. Every stage is kept in "
+            "the work dir: a rerun skips what is done, an interrupted run resumes (training "
+            "from its last checkpoint). The default recipe trains for about an hour and a "
+            "half on a 2-core machine (docs/acepilot-tiny.md); `acepilot demo` and `make run` "
+            "use the shipped model and train nothing."
         ),
     )
     parser.add_argument(
@@ -50,11 +54,7 @@ def register(subparsers: argparse._SubParsersAction[Any]) -> None:
         help="work dir for the stages (default: $ACEPILOT_CACHE/bootstrap, "
         "else ~/.cache/acepilot/bootstrap)",
     )
-    parser.add_argument(
-        "--registry",
-        type=Path,
-        help="registry directory (default: $ACEPILOT_REGISTRY or ~/.local/share/acepilot/registry)",
-    )
+    add_registry(parser)
     parser.add_argument(
         "--stop-after", choices=STAGES, help="stop after this stage (inspect data, tokenizer...)"
     )
@@ -182,7 +182,13 @@ def summary(result: BootstrapResult) -> str:
     perplexity = evaluation.get("perplexity", {})
     out = [
         f"{record['name']} {record['version']} is production in {record['registry']}"
-        + (" (already built: cached)" if result.cached else ""),
+        + (
+            " (the shipped model, registered from models/)"
+            if record.get("shipped")
+            else " (already built: cached)"
+            if result.cached
+            else ""
+        ),
         f"  {record.get('parameters') or 0:,} parameters, artifact "
         f"{record.get('artifact_bytes', 0) / 1e6:.1f} MB ({record['config']['precision']})",
         "  held-out line completion (exact match / edit similarity):",

@@ -6,8 +6,10 @@ acepilot-tiny is production in the registry: built once by `acepilot
 bootstrap` (acepilot/training/bootstrap.py: trained here on the Python standard
 library, evaluated against baselines, int8 ONNX with its parity gate; about
 6 minutes on an idle 2-core machine the first time, cached afterwards) and prints the
-engine's completion for a sample file or a position of your own file. With a
-configured model it completes with that one and trains nothing.
+completion for a sample file or a position of your own file. The completion is
+what an editor would show there: the language server's own pipeline, headless
+(acepilot/server/lsp/headless.py). With a configured model it completes with
+that one and trains nothing.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from acepilot.server.commands.options import add_registry
 from acepilot.server.errors import AcepilotError
 
 MODEL_NAME = "acepilot-tiny"
@@ -60,11 +63,7 @@ def register(subparsers: argparse._SubParsersAction[Any]) -> None:
         help=f"where {MODEL_NAME} is trained and kept "
         "(default: $ACEPILOT_CACHE, else ~/.cache/acepilot)",
     )
-    parser.add_argument(
-        "--registry",
-        type=Path,
-        help="registry directory (default: $ACEPILOT_REGISTRY or ~/.local/share/acepilot/registry)",
-    )
+    add_registry(parser)
     parser.add_argument(
         "--preset",
         default="default",
@@ -88,13 +87,13 @@ def cache_root(option: Path | None) -> Path:
 
 
 def run_demo(args: argparse.Namespace) -> int:
-    from acepilot.server.commands.complete import cursor_offset, cut_at_block_end, read_source
+    from acepilot.server.lsp.headless import complete_file, cursor_position, read_source
     from acepilot.server.registry import Registry
 
     root = cache_root(args.cache)
     path, line, column = target_position(args, root)
     text = read_source(path)
-    offset = cursor_offset(text, line, column, path)
+    line0, column0 = cursor_position(text, line, column, path)
 
     registry = Registry(args.registry)
     configured = args.model or os.environ.get("ACEPILOT_MODEL")
@@ -102,42 +101,48 @@ def run_demo(args: argparse.Namespace) -> int:
         print(f"[1/2] model {configured} (configured) from {registry.root}")
         entry = registry.resolve(configured)
     else:
-        from acepilot.training.commands.bootstrap import ensure_tiny, summary
-
         print(
             f"[1/2] {MODEL_NAME}, Acepilot's own model (work dir {root / 'bootstrap'}; "
             "the first time this trains it: see docs/acepilot-tiny.md)",
             flush=True,
         )
-        result = ensure_tiny(root / "bootstrap", registry.root, preset=args.preset)
-        assert result is not None
-        print(summary(result))
-        entry = result.entry
+        entry = default_model_entry(root, registry, args.preset)
 
     print(f"[2/2] completing {path} at line {line}, column {column}")
-    from acepilot.server.engine import Engine, GenerationParams
-
-    engine = Engine.load(entry)
-    prefix = text[:offset]
-    line_prefix = prefix[prefix.rfind("\n") + 1 :]
-    result_ = engine.generate(
-        prefix, GenerationParams(max_new_tokens=args.max_tokens, stop=("\n\n",))
+    # The editor's pipeline (acepilot/server/lsp/headless.py): what VS Code would show here.
+    settings = {"backend": "local", "model": str(entry.path), "maxNewTokens": args.max_tokens}
+    done = complete_file(
+        path=path, text=text, line=line0, column=column0, settings=settings, root=path.parent
     )
-    completion = cut_at_block_end(result_.text, line_prefix)
-    shown = "\n".join(prefix.split("\n")[-8:])  # the end of the prompt, then the completion
+    completion = done.text
+    lines = text.split("\n")
+    shown = "\n".join(lines[max(0, line0 - 7) : line0] + [lines[line0][:column0]])
     if sys.stdout.isatty():
         print(f"\n{shown}\033[1;32m{completion}\033[0m\n")
     else:
         print(f"\n{shown}{completion}\n")
     precision = entry.manifest.get("precision")
-    print(
-        f"completion by {entry.name} {entry.version} ({precision}, {engine.device}): "
-        f"{len(result_.token_ids)} tokens, prompt {result_.prompt_tokens} tokens, "
-        f"prefill {result_.prefill_ms:.0f} ms, decode {result_.decode_ms:.0f} ms "
-        f"({result_.finish_reason})"
+    result = done.result
+    cost = (
+        f"{result.generated_tokens} tokens, prompt {result.prompt_tokens} tokens, "
+        f"prefill {result.prefill_ms:.0f} ms, decode {result.decode_ms:.0f} ms "
+        f"({result.finish_reason})"
+        if result is not None
+        else "no generation"
     )
+    print(f"completion by {entry.name} {entry.version} ({precision}, {done.device}): {cost}")
     print(f"completion text: {completion!r}")
     return 0
+
+
+def default_model_entry(root: Path, registry: Any, preset: str) -> Any:
+    """Acepilot's default model, built (trained, gated, registered) the first time."""
+    from acepilot.training.commands.bootstrap import ensure_tiny, summary
+
+    result = ensure_tiny(root / "bootstrap", registry.root, preset=preset)
+    assert result is not None
+    print(summary(result))
+    return result.entry
 
 
 def target_position(args: argparse.Namespace, root: Path) -> tuple[Path, int, int]:
@@ -151,7 +156,7 @@ def target_position(args: argparse.Namespace, root: Path) -> tuple[Path, int, in
             path.write_text(SAMPLE, "utf-8")
     else:
         path = args.file
-    from acepilot.server.commands.complete import read_source
+    from acepilot.server.lsp.headless import read_source
 
     lines = read_source(path).split("\n")
     line = args.line if args.line is not None else len(lines)

@@ -11,6 +11,8 @@ import importlib.util
 from pathlib import Path
 from typing import Any
 
+from acepilot.server.commands.options import add_registry
+
 
 def register(subparsers: argparse._SubParsersAction[Any]) -> None:
     parser = subparsers.add_parser(
@@ -25,8 +27,8 @@ def register(subparsers: argparse._SubParsersAction[Any]) -> None:
         description=(
             "Generate n completions per problem (through the ONNX engine for a registry model, "
             "PyTorch for a checkpoint directory, or the canonical solutions), run each with "
-            "the problem's tests in a sandbox (fresh directory, rlimits, no network, killed "
-            "on timeout) and report unbiased pass@k per language and overall with 95% "
+            "the problem's tests in a sandbox (bubblewrap: private filesystem view, tmpfs, "
+            "rlimits, no network, killed on timeout) and report unbiased pass@k per language and overall with 95% "
             "bootstrap intervals. Writes OUT/samples.jsonl and OUT/summary.json.\n\n"
             "examples:\n"
             "  acepilot eval humaneval codegen-350M-mono --data ../shared/data/humaneval-x "
@@ -63,9 +65,7 @@ def register(subparsers: argparse._SubParsersAction[Any]) -> None:
         "write to world-writable directories). Only for trusted code on a throwaway machine",
     )
     humaneval.add_argument("--out", type=Path, required=True, help="results directory")
-    humaneval.add_argument(
-        "--registry", type=Path, help="registry directory (default: $ACEPILOT_REGISTRY)"
-    )
+    add_registry(humaneval)
     from acepilot.training.eval.models import add_eval_arguments
 
     add_eval_arguments(humaneval)

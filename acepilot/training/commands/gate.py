@@ -17,6 +17,8 @@ import argparse
 from pathlib import Path
 from typing import Any
 
+from acepilot.server.commands.options import add_registry
+
 
 def register(subparsers: argparse._SubParsersAction[Any]) -> None:
     parser = subparsers.add_parser(
@@ -78,7 +80,7 @@ def register(subparsers: argparse._SubParsersAction[Any]) -> None:
     parser.add_argument(
         "--completion-positions", type=int, default=200, help="cursor positions (200)"
     )
-    parser.add_argument("--registry", type=Path, help="registry directory")
+    add_registry(parser)
     from acepilot.training.eval.models import add_eval_arguments
 
     add_eval_arguments(parser)

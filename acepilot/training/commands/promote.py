@@ -6,22 +6,28 @@ import argparse
 from pathlib import Path
 from typing import Any
 
+from acepilot.server.commands.options import add_registry
+
 
 def register(subparsers: argparse._SubParsersAction[Any]) -> None:
     promote = subparsers.add_parser(
         "promote",
         help="make a gated candidate the production version (build, register, flip atomically)",
         description=(
-            "Read GATE_DIR/gate.json (from `acepilot gate`); if it says promote, register the "
-            "exact model the gate evaluated (a registry entry: files verified and linked; a "
-            "checkpoint: built with the parity gate enforced) as a new version of NAME with "
-            "the evaluation and gate results in its manifest, then flip the production "
-            "pointer atomically. Interrupted? Run it again: it resumes."
+            "Read GATE_DIR/gate.json (from `acepilot gate`); if it says promote, decide again "
+            "from the evaluation results it names (a report edited by hand is refused) and "
+            "check that production of NAME is still the version the gate compared with (a "
+            "stale gate is refused: gate again). Then register the exact model the gate "
+            "evaluated, by its sha256 digest (a registry entry: files copied, never "
+            "hard-linked, and verified; a checkpoint: a verified private copy built with the "
+            "parity gate enforced) as a new version of NAME with the evaluation and gate "
+            "results in its manifest, verify its bytes, and flip the production pointer "
+            "atomically. Interrupted? Run it again: it resumes."
         ),
     )
     promote.add_argument("gate", type=Path, help="gate report directory (or its gate.json)")
     promote.add_argument("--name", required=True, help="registry model name to promote into")
-    promote.add_argument("--registry", type=Path, help="registry directory")
+    add_registry(promote)
     promote.add_argument(
         "--precision",
         default="int4",
@@ -44,7 +50,7 @@ def register(subparsers: argparse._SubParsersAction[Any]) -> None:
     )
     rollback.add_argument("name", help="registry model name")
     rollback.add_argument("--to", help="this version instead of the previous one")
-    rollback.add_argument("--registry", type=Path, help="registry directory")
+    add_registry(rollback)
     rollback.set_defaults(func=run_rollback)
 
 

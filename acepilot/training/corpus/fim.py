@@ -121,9 +121,7 @@ def fim_document(
     by_line = rng.random() < settings.line_rate
     if not transform or not text:
         return text + tokens.eos, None
-    a, b = (
-        line_span(text, rng, settings.max_middle_lines) if by_line else random_span(text, rng)
-    )
+    a, b = line_span(text, rng, settings.max_middle_lines) if by_line else random_span(text, rng)
     order = SPM if spm else PSM
     return tokens.render(text[:a], text[b:], text[a:b], order), order
 

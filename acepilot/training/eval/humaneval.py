@@ -64,6 +64,9 @@ SUMMARY = "summary.json"
 SAMPLES = "samples.jsonl"
 RUN = "run.json"
 FORMAT = 1
+# Bumped when verdicts can change for the same completion (a resumed run never mixes
+# records of two harness versions). 2: the completion channel and bubblewrap.
+HARNESS_VERSION = 2
 SampleKey = tuple[str, str, int]  # (language, task_id, sample index)
 
 
@@ -229,6 +232,7 @@ def run_key(generator: Generator, config: HumanEvalConfig) -> dict[str, Any]:
         "model": generator.description,
         "settings_key": settings_key(config),
         "data": config.data,
+        "harness": HARNESS_VERSION,
     }
 
 
@@ -236,6 +240,8 @@ def resume(out_dir: Path, generator: Generator, config: HumanEvalConfig) -> dict
     """The records of an interrupted run with the same model and settings (a torn last
     line is dropped); anything else: start afresh."""
     key = run_key(generator, config)
+    # A summary must always describe samples.jsonl: it is written again at the end.
+    (out_dir / SUMMARY).unlink(missing_ok=True)
     marker = out_dir / RUN
     samples = out_dir / SAMPLES
     done: dict[SampleKey, dict[str, Any]] = {}

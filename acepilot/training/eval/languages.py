@@ -358,17 +358,6 @@ def finish_completion(language: str, text: str, finish_reason: str) -> str:
     return text
 
 
-def program(
-    language: str,
-    problem: Mapping[str, Any],
-    completion: str,
-    crates: frozenset[str] = frozenset(),
-    tag: str | None = None,
-) -> dict[str, str]:
-    """The files of the test program (harness.assemble), for inspection."""
-    return assemble(language, problem, completion, tag=tag or new_tag(), crates=crates).files
-
-
 @dataclass(frozen=True)
 class Outcome:
     """The verdict on one sample: passed, failed, timeout, build_failed or error

@@ -30,8 +30,9 @@ line" (code is repetitive; an editor-free heuristic) and a token bigram model
 trained on the training side with the model's own tokenizer.
 
 `acepilot eval completion MODEL PATH...` runs it on a registry model
-(`add_parser` registers it under `acepilot eval`); `acepilot/training/bootstrap.py`
-calls the same functions for acepilot-tiny.
+(`add_parser` registers it under `acepilot eval`); `acepilot/training/bootstrap/evaluate.py`
+calls the same functions for acepilot-tiny, with `FimPredictor` for the same
+positions with the text after the line as a fill-in-the-middle suffix.
 """
 
 from __future__ import annotations
@@ -48,6 +49,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, cast
 
 import numpy as np
+
+from acepilot.server.commands.options import add_registry
 
 if TYPE_CHECKING:
     from acepilot.server.engine import Engine
@@ -628,9 +631,7 @@ def add_parser(subparsers: argparse._SubParsersAction[Any]) -> None:
     )
     parser.add_argument("model", help="registry model name (production version) or entry directory")
     parser.add_argument("paths", nargs="+", type=Path, help="held-out code files or directories")
-    parser.add_argument(
-        "--registry", type=Path, help="registry directory (default: $ACEPILOT_REGISTRY)"
-    )
+    add_registry(parser)
     parser.add_argument("-n", "--positions", type=int, default=200, help="cursor positions (200)")
     parser.add_argument("--seed", type=int, default=0, help="position sampling seed (0)")
     parser.add_argument("--max-tokens", type=int, default=48, help="most tokens per line (48)")

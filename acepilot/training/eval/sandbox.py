@@ -73,6 +73,17 @@ BUILDER_UID = UID_BASE - 1
 UID_LOCKS = Path(tempfile.gettempdir()) / "acepilot-sandbox-uids"
 BWRAP_INSTALL = "apt-get install -y bubblewrap"
 OPT_OUT_FLAG = "--unsafe-no-filesystem-sandbox"
+# What the supervisor (root in the sandbox, as root) keeps: switch to the sandbox
+# uids, give them the work directory and the channel's pipes, read what the
+# builder wrote, kill leftovers. The program itself, another uid, has none.
+SUPERVISOR_CAPS = (
+    "CAP_SETUID",
+    "CAP_SETGID",
+    "CAP_CHOWN",
+    "CAP_FOWNER",
+    "CAP_DAC_OVERRIDE",
+    "CAP_KILL",
+)
 # Inside the sandbox.
 WORK = "/work"
 PRIVATE = "/out"
@@ -531,6 +542,10 @@ class Sandbox:
         ]  # fmt: skip
         if os.geteuid() != 0:
             args.append("--unshare-user")
+        else:  # the supervisor keeps only what it needs to hand out uids and clean up
+            args += ["--cap-drop", "ALL"]
+            for cap in SUPERVISOR_CAPS:
+                args += ["--cap-add", cap]
         return [*args, "--"]
 
     def _supervise(

@@ -76,10 +76,10 @@ test("the manifest's defaults map to the server's defaults", () => {
   });
 });
 
-test("every key sent is one the server checks (server/lsp/config.py CHECKS)", () => {
-  const source = readFileSync(join(root, "server", "lsp", "config.py"), "utf8");
+test("every key sent is one the server checks (acepilot/server/lsp/config.py CHECKS)", () => {
+  const source = readFileSync(join(root, "acepilot", "server", "lsp", "config.py"), "utf8");
   const block = /CHECKS[^=]*=\s*\{([\s\S]*?)\n\}/.exec(source);
-  assert.ok(block, "CHECKS not found in server/lsp/config.py");
+  assert.ok(block, "CHECKS not found in acepilot/server/lsp/config.py");
   const known = new Set([...(block[1] ?? "").matchAll(/^\s*"(\w+)":/gm)].map((m) => m[1]));
   const sent = Object.keys(toServerSettings({}, "t"));
   for (const key of sent) {

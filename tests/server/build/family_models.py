@@ -239,6 +239,31 @@ def train_checkpoint(
     rng = np.random.default_rng(seed)
     optimizer = torch.optim.AdamW(model.parameters(), lr=3e-3, weight_decay=0.01)
     model.train()
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # a model this small gains nothing from a second thread
+    try:
+        loss = train_steps(model, optimizer, data, rng, steps, seq_len, batch)
+    finally:
+        torch.set_num_threads(threads)
+    model.eval()
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "training.json").write_text(json.dumps({"steps": steps, "final_loss": loss}))
+    return write_checkpoint(out, config, model, tokenizer)
+
+
+def train_steps(
+    model: Any,
+    optimizer: Any,
+    data: Any,
+    rng: np.random.Generator,
+    steps: int,
+    seq_len: int,
+    batch: int,
+) -> float:
+    """AdamW with a cosine schedule from 3e-3; returns the last step's loss."""
+    import torch
+
+    loss = torch.tensor(float("nan"))
     for step in range(steps):
         lr = 3e-3 * 0.5 * (1 + math.cos(math.pi * step / steps))
         for group in optimizer.param_groups:
@@ -250,7 +275,6 @@ def train_checkpoint(
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         optimizer.step()
-    model.eval()
-    (out).mkdir(parents=True, exist_ok=True)
-    (out / "training.json").write_text(json.dumps({"steps": steps, "final_loss": float(loss)}))
-    return write_checkpoint(out, config, model, tokenizer)
+        if step % 50 == 0:
+            print(f"step {step} loss {loss.item():.3f}", flush=True)
+    return float(loss)

@@ -49,10 +49,16 @@ def test_rotary_pairs_share_a_scale_the_family_way(family_checkpoints, name) -> 
     assert len(k_scales) == len(v_scales) == shape.num_layers
 
 
-@pytest.mark.parametrize("name", TRAINED)
-@pytest.mark.parametrize(
-    ("precision", "kv_cache"), [("int4", "auto"), ("int8", "auto"), ("fp32", "int8")]
+# int4 weights (with the CPU default int8 KV cache) and the int8 KV cache alone on fp32
+# weights, for every family; int8 weights once (they are not family-specific).
+CASES = (
+    [(name, "int4", "auto") for name in TRAINED]
+    + [(name, "fp32", "int8") for name in TRAINED]
+    + [("qwen2.5-coder-0.5b", "int8", "auto")]
 )
+
+
+@pytest.mark.parametrize(("name", "precision", "kv_cache"), CASES)
 def test_quantized_builds_of_trained_models_pass_their_gates(
     trained_family_checkpoints, tmp_path, name, precision, kv_cache
 ) -> None:
@@ -71,7 +77,8 @@ def test_quantized_builds_of_trained_models_pass_their_gates(
     assert results["relative_logit_error"] <= max_rel
     assert results["top1_agreement"] >= min_top1
     assert results["perplexity_change"] <= max_ppl
-    assert results["perplexity_reference"] < 100  # it did learn: not a flat-logit model
+    # It did learn (a flat-logit model has a perplexity near its 1,024-row vocabulary).
+    assert results["perplexity_reference"] < 300
     assert entry.manifest["graph"]["kv_dtype"] == "int8"
     assert entry.manifest["graph"]["kv_quantization"]["calibration_tokens"] > 100
 

@@ -27,7 +27,8 @@ from lsprotocol import types
 from pytest_lsp import LanguageClient, client_capabilities
 from pytest_lsp.client import make_test_lsp_client
 
-STATUS = "acepilot/status"
+from acepilot.server.protocol import STATS, STATUS
+
 CLIENTS = ["neovim", "visual_studio_code"]
 CLI = [sys.executable, "-m", "acepilot.server.cli"]
 
@@ -299,7 +300,5 @@ def plain(value: Any) -> Any:
 async def get_stats(client: LanguageClient, reset: bool = False) -> dict[str, Any]:
     """`acepilot/stats` as a plain dict."""
     params = {"reset": True} if reset else {}
-    result: dict[str, Any] = plain(
-        await client.protocol.send_request_async("acepilot/stats", params)
-    )
+    result: dict[str, Any] = plain(await client.protocol.send_request_async(STATS, params))
     return result

@@ -75,3 +75,13 @@ def test_remote_fim_telemetry_and_kv_reuse_settings() -> None:
         update(Config(), {"remote": {"fim": True}})  # nested spelling, same checks
     explicit = update(Config(), {"remoteFim": "on", "remote": {"fim": "off"}})
     assert explicit.remote_fim == "on"  # the flat key wins
+
+
+def test_threads_are_capped_at_the_machines_cores() -> None:
+    import os
+
+    cores = os.cpu_count() or 1
+    assert update(Config(), {"threads": 1024}).threads == cores
+    assert update(Config(), {"threads": 1}).threads == 1
+    with pytest.raises(ConfigError, match=r"acepilot\.threads"):
+        update(Config(), {"threads": 0})

@@ -26,6 +26,8 @@ import pytest
 from lsp_helpers import Stub, remote_options
 from raw_client import CLI, CLOSED, StdioClient, TcpClient, free_port, wait_port
 
+from acepilot.server.protocol import STATS
+
 pytestmark = pytest.mark.timeout(300)
 PARSE_ERROR = -32700
 INVALID_REQUEST = -32600
@@ -41,7 +43,7 @@ def serve(tmp_path: Path) -> Iterator[StdioClient]:
 
 def alive(client: Any, msg_id: str = "alive") -> None:
     """The server still answers a request on this stream."""
-    reply = client.request("acepilot/stats", {}, msg_id)
+    reply = client.request(STATS, {}, msg_id)
     assert "result" in reply, reply
 
 
@@ -118,7 +120,7 @@ def test_a_body_that_is_not_json_gets_a_parse_error(
 ) -> None:
     serve.initialize(tmp_path)
     serve.send_bytes(b"Content-Length: %d\r\n\r\n" % len(body) + body)
-    serve.send({"jsonrpc": "2.0", "id": "after", "method": "acepilot/stats", "params": {}})
+    serve.send({"jsonrpc": "2.0", "id": "after", "method": STATS, "params": {}})
     errors, reply = serve.errors_until("after")
     assert [e["error"]["code"] for e in errors] == [PARSE_ERROR]
     assert "result" in reply
@@ -128,7 +130,7 @@ def test_a_body_that_is_not_json_gets_a_parse_error(
 
 
 def test_requests_before_initialize_get_server_not_initialized(serve: StdioClient) -> None:
-    reply = serve.request("acepilot/stats", {}, "early")
+    reply = serve.request(STATS, {}, "early")
     assert reply["error"]["code"] == SERVER_NOT_INITIALIZED
     reply = complete(serve, "file:///x.py", 0, 0, "early-2")
     assert reply["error"]["code"] == SERVER_NOT_INITIALIZED
@@ -137,7 +139,7 @@ def test_requests_before_initialize_get_server_not_initialized(serve: StdioClien
 def test_requests_after_shutdown_get_invalid_request(serve: StdioClient, tmp_path: Path) -> None:
     serve.initialize(tmp_path)
     assert serve.request("shutdown", None, "down")["result"] is None
-    reply = serve.request("acepilot/stats", {}, "late", timeout=10)
+    reply = serve.request(STATS, {}, "late", timeout=10)
     assert reply["error"]["code"] == INVALID_REQUEST
     serve.notify("exit", None)
     assert serve.wait() == 0
@@ -332,7 +334,7 @@ def test_a_lone_surrogate_is_isolated_and_errors_carry_no_traceback(
     for reply in replies:
         assert "error" not in reply, reply
         text = str(reply)
-        assert "Traceback" not in text and ".py\"" not in text and "/work" not in text
+        assert "Traceback" not in text and '.py"' not in text and "/work" not in text
     alive(serve)
 
 

@@ -19,6 +19,8 @@ from lsp_helpers import (
 )
 from lsprotocol import types
 
+from acepilot.server.protocol import STATS
+
 pytestmark = pytest.mark.timeout(120)
 
 
@@ -134,6 +136,6 @@ async def test_typing_ahead_and_cache_skip_the_model(stub: Any, tmp_path: Path) 
         assert items[0].insert_text == "ute_total(items)"
         assert items[0].range.start == types.Position(0, 12)
         assert len(stub.bodies) == 1  # typing-ahead: no model call
-        stats = await client.protocol.send_request_async("acepilot/stats", {})
+        stats = await client.protocol.send_request_async(STATS, {})
         assert status_field(stats, "typing_ahead") == 1
         assert status_field(stats, "model_requests") == 1

@@ -30,6 +30,8 @@ from lsp_helpers import (
 from lsprotocol import types
 from pygls.exceptions import JsonRpcException
 
+from acepilot.server.protocol import STATS
+
 pytestmark = pytest.mark.timeout(900)
 TINY_NAME = "tiny"  # tests/engine_fixtures.py registers the model under this name
 
@@ -75,7 +77,7 @@ async def test_inline_completion_from_the_tiny_model(
         uri = (tmp_path / "ops.py").as_uri()
         open_doc(client, uri, SOURCE)
         items = items_of(await inline(client, uri, 8, 14))
-        stats = await client.protocol.send_request_async("acepilot/stats", {})
+        stats = await client.protocol.send_request_async(STATS, {})
         assert status_field(stats, "model_requests") == 1
         for item in items:  # the tiny model may or may not say something worth showing
             assert item.range == types.Range(types.Position(8, 14), types.Position(8, 14))
@@ -83,7 +85,7 @@ async def test_inline_completion_from_the_tiny_model(
         # a keystroke later: the engine reuses the document's KV cache
         client.text_document_did_change(change(uri, 2, (8, 14), (8, 14), "\n    res"))
         await inline(client, uri, 9, 7)
-        stats = await client.protocol.send_request_async("acepilot/stats", {})
+        stats = await client.protocol.send_request_async(STATS, {})
         prompt_tokens = status_field(stats, "prompt_tokens")
         prefilled = status_field(stats, "prefilled_tokens")
         assert status_field(stats, "model_requests") == 2

@@ -24,8 +24,9 @@ from lsp_helpers import (
 )
 from lsprotocol import types
 
+from acepilot.server.protocol import RESYNC
+
 pytestmark = pytest.mark.timeout(120)
-RESYNC = "acepilot/resync"
 
 
 def full(uri: str, version: int, text: str) -> types.DidChangeTextDocumentParams:

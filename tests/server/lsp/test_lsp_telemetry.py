@@ -26,8 +26,9 @@ from lsp_helpers import (
     running_server,
 )
 
+from acepilot.server.protocol import ACCEPTED_COMMAND, TELEMETRY
+
 pytestmark = pytest.mark.timeout(120)
-TELEMETRY = "acepilot/telemetry"
 SECRET = "s3cr3t_code_value"
 
 
@@ -46,7 +47,7 @@ async def test_items_carry_the_accept_command_and_events_count(stub: Any, tmp_pa
         open_doc(client, uri, "x = \ny = \n")
         first = items_of(await inline(client, uri, 0, 4))[0]
         second = items_of(await inline(client, uri, 1, 4))[0]
-        assert first.command is not None and first.command.command == "acepilot.accepted"
+        assert first.command is not None and first.command.command == ACCEPTED_COMMAND
         assert first.command.title == "Acepilot: accepted"
         (argument,) = first.command.arguments or []
         assert argument["languageId"] == "python"

@@ -76,3 +76,17 @@ def test_repeating_previous_line_dropped() -> None:
 def test_crlf_written_back() -> None:
     ctx = Context(PY, "def f():", "", eol="\r\n")
     assert postprocess("\r\n    return 1\r\n", ctx) == "\r\n    return 1"
+
+
+def test_fim_stop_tokens_end_the_text() -> None:
+    ctx = Context(PY, "x = ", "")
+    stop = ("<|endoftext|>", "<file_sep>")
+    assert postprocess("compute()<|endoftext|>junk", ctx, stop=stop) == "compute()"
+    assert postprocess("compute()<file_sep>other.py", ctx, stop=stop) == "compute()"
+    assert postprocess("<|endoftext|>", ctx, stop=stop) is None
+
+
+def test_a_fim_middle_that_goes_on_into_the_suffix_stops_before_it() -> None:
+    # The model wrote the middle and then the suffix again: the suffix is not repeated.
+    ctx = Context(PY, "def f(x):", "", after=["    return y", "", "print(f(1))"])
+    assert postprocess("\n    y = x + 1\n    return y\n", ctx) == "\n    y = x + 1"

@@ -107,7 +107,26 @@ def test_models_lists_the_served_model(server: TeamServer, token: str) -> None:
     assert [m.id for m in models.data] == [MODEL]
     extra = models.data[0].model_extra or {}
     assert extra["acepilot"]["fim"] is False
+    assert extra["acepilot"]["fim_order"] is None
+    assert extra["acepilot"]["family"] == "codegen"  # the tiny model's manifest
     assert extra["acepilot"]["version"] == "v1"
+
+
+def test_openapi_describes_the_validated_requests(server: TeamServer) -> None:
+    """/openapi.json comes from the schema that checks requests (no second copy)."""
+    document = httpx.get(server.url + "/openapi.json").json()
+    assert document["openapi"].startswith("3.1")
+    schemas = document["components"]["schemas"]
+    completion = schemas["CompletionBody"]["properties"]
+    for field in ("prompt", "suffix", "max_tokens", "temperature", "top_p", "stop", "stream"):
+        assert field in completion
+    assert {"type": "string", "minLength": 1, "maxLength": 256} in completion["stop"]["anyOf"]
+    assert "TelemetryBody" in schemas and "Error" in schemas
+    post = document["paths"]["/v1/completions"]["post"]
+    assert post["requestBody"]["content"]["application/json"]["schema"] == {
+        "$ref": "#/components/schemas/CompletionBody"
+    }
+    assert {"200", "400", "401", "413", "429", "503"} <= set(post["responses"])
 
 
 def test_auth_failures_are_401_and_revocation_works(

@@ -43,6 +43,9 @@ http {{
     uwsgi_temp_path {dir}/uwsgi;
     scgi_temp_path {dir}/scgi;
 
+    limit_conn_zone $binary_remote_addr zone=per_ip:10m;
+    limit_req_zone  $binary_remote_addr zone=per_ip_rate:10m rate=50r/s;
+
     upstream acepilot {{
         # KV affinity: one developer (one token) always reaches the same replica.
         hash $http_authorization consistent;
@@ -53,6 +56,19 @@ http {{
     server {{
         listen 127.0.0.1:{port};
         client_max_body_size 1m;
+        client_header_timeout 10s;
+        client_body_timeout 10s;
+        keepalive_timeout 30s;
+        send_timeout 30s;
+        large_client_header_buffers 4 16k;
+        limit_conn per_ip 64;
+        limit_req zone=per_ip_rate burst=100 nodelay;
+
+        location = /metrics {{
+            allow 127.0.0.1;
+            deny all;
+            proxy_pass http://acepilot;
+        }}
         location / {{
             proxy_pass http://acepilot;
             proxy_http_version 1.1;

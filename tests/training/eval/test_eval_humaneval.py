@@ -226,7 +226,7 @@ def test_broken_cpp_solutions(tmp_path: Path) -> None:
         "",  # no closing brace: does not compile
         "    return false;\n}\n",  # wrong answer
         "    while (true) {}\n}\n",  # infinite loop (CPU limit / timeout)
-        "    while (true) fork();\n}\n#include <unistd.h>\n",  # fork() undeclared before use
+        "    while (true) fork();\n}\n",  # a fork bomb (the harness includes unistd.h)
         "    for (;;) { new char[1 << 20]; }\n}\n",  # memory: the address-space limit stops it
         f'#include "{secret}"\n    return SECRET_ANSWER;\n}}\n',  # a file it may not read
     ]
@@ -234,7 +234,7 @@ def test_broken_cpp_solutions(tmp_path: Path) -> None:
     status = [r["status"] for r in records]
     # g++ runs in the sandbox, where the file does not exist at all
     assert status[5] == "build_failed" and "No such file" in str(records[5]["output"])
-    assert status[0] == "build_failed" and status[3] == "build_failed"
+    assert status[0] == "build_failed" and status[3] in ("timeout", "failed")
     assert status[1] == "failed" and status[2] == "timeout" and status[4] == "failed"
 
 

@@ -245,6 +245,9 @@ def test_gate_command_on_results_directories(tmp_path: Path) -> None:
     assert done.returncode == 1, done.stderr
     assert "REJECT" in done.stdout and "humaneval:python regressed" in done.stdout
     assert load_gate(tmp_path / "g")["decision"] == "reject"
+    # no --name: no production recorded, and the report says it cannot be promoted
+    assert load_gate(tmp_path / "g")["production"] is None
+    assert "cannot be promoted" in done.stdout
 
 
 def test_completion_positions_become_paired_metrics() -> None:

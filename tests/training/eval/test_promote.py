@@ -530,3 +530,34 @@ def test_concurrent_promotions_and_rollbacks_are_serialised(setup: dict[str, Pat
     for before, after in itertools.pairwise(events):
         assert after["from"] == before["to"], events
     assert registry.production(NAME) == events[-1]["to"]
+
+
+def test_gate_and_promote_commands_end_to_end(setup: dict[str, Path]) -> None:
+    """`acepilot gate` on a model records production and digests; `acepilot promote` accepts
+    exactly that gate (the recheck reproduces the decision from the results it wrote)."""
+    root = fresh_registry(setup, "commands")
+    out = setup["root"] / "gate-cli"
+    settings = ["--data", str(DATA), "--languages", "python", "--tasks", "0,1"]
+    settings += ["--max-new-tokens", "16", "--k", "1", "--workers", "1", "--no-progress"]
+    gated = cli(
+        "gate",
+        str(setup["candidate"]),
+        "--against",
+        "production",
+        "--name",
+        NAME,
+        "--registry",
+        str(root),
+        "--out",
+        str(out),
+        *settings,
+    )
+    assert gated.returncode == 0, gated.stderr[-2000:]
+    record = json.loads((out / "gate.json").read_text())
+    v1 = Registry(root).entry(NAME, "v1")
+    assert record["production"] == {"name": NAME, "version": "v1", "digest": v1.digest}
+    assert record["candidate"]["model"]["digest"] == ModelEntry.load(setup["candidate"]).digest
+    done = cli("promote", str(out), "--name", NAME, "--registry", str(root))
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "team: production v1 -> v2" in done.stdout
+    assert_consistent(root)

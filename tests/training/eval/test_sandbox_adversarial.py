@@ -263,3 +263,24 @@ def test_rust_include_str_of_a_host_file_does_not_compile(sandbox: Sandbox, tmp_
     )
     assert outcome.status == "build_failed"
     assert "hunter2" not in outcome.output and "No such file" in outcome.output
+
+
+def test_pass_at_1_counts_only_finished_tests(tmp_path: Path) -> None:
+    """The issue's figure: six wrong bodies that exit 0 early among eight samples gave
+    pass@1 = 0.75; only the two correct ones count now."""
+    from acepilot.training.eval.generate import FixedGenerator, Sampling
+    from acepilot.training.eval.humaneval import HumanEvalConfig, evaluate
+
+    exits = [PYTHON[name] for name in list(PYTHON)[:6]]
+    variants = [*exits, CANONICAL_0, CANONICAL_0]
+    config = HumanEvalConfig(
+        data=str(DATA),
+        languages=("python",),
+        tasks=(0,),
+        ks=(1,),
+        workers=2,
+        progress=False,
+        sampling=Sampling(n=len(variants)),
+    )
+    summary = evaluate(FixedGenerator({"Python/0": variants}), config, tmp_path)
+    assert summary["languages"]["python"]["pass@1"]["value"] == pytest.approx(2 / 8)

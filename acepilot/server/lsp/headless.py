@@ -1,0 +1,181 @@
+"""A headless editor: `acepilot complete` and `acepilot demo` run the editor's pipeline.
+
+The file is opened in a Session as an editor would open it (language id from
+its extension, path relative to a workspace root), the cursor is placed, and
+the same `pipeline.complete` as the language server's produces the text: same
+prompt, same stop, same post-processing. What the CLI prints is what the
+editor shows for the same text and cursor (tests/server/test_complete_cli.py
+checks it against a real `acepilot serve`).
+
+Differences are only those of a single request: no debounce, no generation
+deadline, no other open documents (so no snippets).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from acepilot.server.errors import AcepilotError
+from acepilot.server.lsp import pipeline
+from acepilot.server.lsp.backends import Result
+from acepilot.server.lsp.documents import line_content, split_lines
+from acepilot.server.lsp.session import Session
+
+MAX_FILE_BYTES = 32 << 20
+LANGUAGE_IDS = {
+    ".py": "python",
+    ".pyi": "python",
+    ".js": "javascript",
+    ".mjs": "javascript",
+    ".jsx": "javascriptreact",
+    ".ts": "typescript",
+    ".tsx": "typescriptreact",
+    ".go": "go",
+    ".rs": "rust",
+    ".java": "java",
+    ".c": "c",
+    ".h": "c",
+    ".cc": "cpp",
+    ".cpp": "cpp",
+    ".hpp": "cpp",
+    ".cs": "csharp",
+    ".rb": "ruby",
+    ".sh": "shellscript",
+    ".lua": "lua",
+    ".php": "php",
+    ".kt": "kotlin",
+    ".swift": "swift",
+    ".scala": "scala",
+}
+
+
+@dataclass(frozen=True, kw_only=True)
+class HeadlessCompletion:
+    """The completion an editor would show, and what producing it cost."""
+
+    text: str  # "" when the editor would show nothing
+    model: str
+    device: str
+    result: Result | None  # the backend's generation (None: none ran)
+
+
+class Quiet:
+    """A Notifier for a session without a client: errors are kept, the rest dropped."""
+
+    def __init__(self) -> None:
+        self.errors: list[str] = []
+
+    def notify(self, method: str, params: Any) -> None:
+        return None
+
+    def show_error(self, message: str) -> None:
+        self.errors.append(message)
+
+    async def begin_progress(self, message: str) -> str | None:
+        return None
+
+    def end_progress(self, token: str | None, message: str) -> None:
+        return None
+
+
+def language_id(path: Path) -> str:
+    return LANGUAGE_IDS.get(path.suffix.lower(), "plaintext")
+
+
+def read_source(path: Path) -> str:
+    """A source file's text (UTF-8), or a clear AcepilotError."""
+    try:
+        if path.is_dir():
+            raise AcepilotError(f"{path}: is a directory, not a source file")
+        if path.stat().st_size > MAX_FILE_BYTES:
+            raise AcepilotError(f"{path}: too large for a source file (over 32 MiB)")
+        data = path.read_bytes()
+    except FileNotFoundError:
+        raise AcepilotError(f"{path}: no such file") from None
+    except OSError as exc:
+        raise AcepilotError(f"{path}: cannot read the file ({exc.strerror or exc})") from None
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise AcepilotError(f"{path}: not UTF-8 text (byte {exc.start})") from None
+
+
+def cursor_position(text: str, line: int, column: int, path: Path) -> tuple[int, int]:
+    """1-based (line, column in characters) -> 0-based (line, code-point column), checked.
+
+    Lines end at "\\n", "\\r\\n" or "\\r" (as in the editor); one past the last
+    character is the end of the line; the line after a final break exists.
+    """
+    lines = split_lines(text)
+    if line > len(lines):
+        raise AcepilotError(
+            f"{path}: line {line} is out of range (the file has {len(lines)} lines)"
+        )
+    content = line_content(lines[line - 1])
+    if column > len(content) + 1:
+        raise AcepilotError(
+            f"{path}: column {column} is out of range on line {line} "
+            f"(it has {len(content)} characters; the end of the line is column {len(content) + 1})"
+        )
+    return line - 1, column - 1
+
+
+def complete_file(
+    *,
+    path: Path,
+    text: str,
+    line: int,
+    column: int,
+    settings: dict[str, Any],
+    root: Path | None = None,
+) -> HeadlessCompletion:
+    """The completion at 0-based (line, code-point column) of `text`, as the editor's.
+
+    `settings`: the language server's settings (camelCase, acepilot/server/protocol.py);
+    `root`: the workspace folder (default: the file's directory).
+    """
+    return asyncio.run(_complete(path, text, line, column, settings, root))
+
+
+async def _complete(
+    path: Path, text: str, line: int, column: int, settings: dict[str, Any], root: Path | None
+) -> HeadlessCompletion:
+    notifier = Quiet()
+    session = Session(notifier)
+    workspace = (root or path.parent).resolve()
+    session.roots = lambda: [str(workspace)]
+    if not session.apply_settings({"debounceMs": 0, "timeoutMs": 0, **settings}, "command line"):
+        raise AcepilotError(notifier.errors[-1])
+    try:
+        session.start_loading()
+        await session.backend_ready.wait()
+        backend = session.backend
+        if backend is None:
+            raise AcepilotError(session.backend_error or "cannot load the model")
+        results: list[Result] = []
+        observe = backend.observer
+
+        def keep(result: Result) -> None:
+            results.append(result)
+            if observe is not None:
+                observe(result)
+
+        backend.observer = keep
+        uri = path.resolve().as_uri()
+        session.did_open(uri, language_id(path), 1, text)
+        document = session.documents.get(uri)
+        query = pipeline.Query(uri=uri, line=line, character=document.to_units(line, column))
+        completion = await pipeline.complete(session, query)
+        if notifier.errors and completion is None and session.stats.errors:
+            raise AcepilotError(notifier.errors[-1].removeprefix("Acepilot: "))
+        return HeadlessCompletion(
+            text=completion.text if completion else "",
+            model=backend.model,
+            device=backend.device,
+            result=results[-1] if results else None,
+        )
+    finally:
+        await session.close()
