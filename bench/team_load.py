@@ -16,12 +16,22 @@ bench/engine.py builds and caches (speed does not depend on weight values).
 
     .venv/bin/python bench/team_load.py                        # 1 4 16 32 devs, 60 s each
     .venv/bin/python bench/team_load.py --devs 16 --duration 30 --markdown out.md
+
+`--attack` measures instead what one token's expensive prompts do to everyone
+else (issue 13): `--attack-count` concurrent prompts of `--attack-chars`
+characters from one token while /healthz is probed every 50 ms and another
+token sends small completions, against the same probes on the idle server.
+Reported: probe and completion latency (idle and under attack), the
+attacker's statuses, the server's peak resident memory growth.
+`--registry DIR --model NAME` serve an existing registry entry instead of the
+350M build (any model: the attack is on the tokenizer and the event loop).
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import os
 import random
 import signal
@@ -253,6 +263,112 @@ async def run_round(
     return result
 
 
+async def timed_get(http: httpx.AsyncClient, url: str) -> float:
+    started = time.monotonic()
+    response = await http.get(url, timeout=600)
+    response.raise_for_status()
+    return time.monotonic() - started
+
+
+async def timed_completion(http: httpx.AsyncClient, url: str, token: str) -> float:
+    started = time.monotonic()
+    response = await http.post(
+        url + "/v1/completions",
+        headers={"Authorization": f"Bearer {token}"},
+        json={"prompt": "def add(a, b):\n", "max_tokens": 4, "temperature": 0},
+        timeout=600,
+    )
+    response.raise_for_status()
+    return time.monotonic() - started
+
+
+def rss_bytes(pid: int) -> int:
+    """A process's resident memory now (Linux /proc)."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) * 1024
+    return 0
+
+
+async def peak_rss(pid: int, stop: asyncio.Event) -> int:
+    """The process's peak resident memory, sampled every 10 ms until `stop` is set."""
+    peak = rss_bytes(pid)
+    while not stop.is_set():
+        peak = max(peak, rss_bytes(pid))
+        await asyncio.sleep(0.01)
+    return peak
+
+
+async def attack_round(server: Server, args: argparse.Namespace) -> str:
+    """The --attack measurement (module docstring): a markdown table."""
+    attacker, victim = server.tokens(2)
+    url = server.url
+    body = json.dumps({"prompt": attack_prompt(args.attack_chars), "max_tokens": 4}).encode()
+    limits = httpx.Limits(max_connections=args.attack_count + 8)
+    async with httpx.AsyncClient(limits=limits) as http:
+        await timed_completion(http, url, victim)  # warm
+        idle_probe = [await timed_get(http, url + "/healthz") for _ in range(20)]
+        idle_completion = [await timed_completion(http, url, victim) for _ in range(5)]
+        idle_rss = rss_bytes(server.process.pid)
+        stop = asyncio.Event()
+        sampler = asyncio.create_task(peak_rss(server.process.pid, stop))
+        attack = [
+            asyncio.create_task(
+                http.post(
+                    url + "/v1/completions",
+                    headers={"Authorization": f"Bearer {attacker}"},
+                    content=body,
+                    timeout=600,
+                )
+            )
+            for _ in range(args.attack_count)
+        ]
+        started = time.monotonic()
+        probes: list[float] = []
+        completions: list[float] = []
+        while not all(task.done() for task in attack):
+            probes.append(await timed_get(http, url + "/healthz"))
+            completions.append(await timed_completion(http, url, victim))
+            await asyncio.sleep(0.05)
+        attack_s = time.monotonic() - started
+        responses = await asyncio.gather(*attack)
+        stop.set()
+        peak = await sampler
+    statuses: dict[int, int] = {}
+    for response in responses:
+        statuses[response.status_code] = statuses.get(response.status_code, 0) + 1
+
+    def ms(values: list[float], how: str) -> str:
+        if not values:
+            return "-"
+        value = max(values) if how == "max" else sorted(values)[len(values) // 2]
+        return f"{value * 1000:.0f}"
+
+    return "\n".join(
+        [
+            f"### team-server attack: {args.attack_count} concurrent prompts of "
+            f"{args.attack_chars:,} characters from one token",
+            "",
+            "| | idle: p50 ms | idle: max ms | attack: p50 ms | attack: max ms |",
+            "|---|---|---|---|---|",
+            f"| /healthz | {ms(idle_probe, 'p50')} | {ms(idle_probe, 'max')} | "
+            f"{ms(probes, 'p50')} | {ms(probes, 'max')} |",
+            f"| another token's completion | {ms(idle_completion, 'p50')} | "
+            f"{ms(idle_completion, 'max')} | {ms(completions, 'p50')} | {ms(completions, 'max')} |",
+            "",
+            f"Attack answered in {attack_s:.1f} s; its statuses: "
+            + ", ".join(f"{count} x {status}" for status, count in sorted(statuses.items()))
+            + f"; server resident memory {idle_rss / 2**20:.0f} MB idle, peak "
+            f"{peak / 2**20:.0f} MB (+{(peak - idle_rss) / 2**20:.0f} MB).",
+        ]
+    )
+
+
+def attack_prompt(chars: int) -> str:
+    line = "def f(x):\n    return x + 1\n"
+    return (line * (chars // len(line) + 1))[:chars]
+
+
 async def warm_up(server: Server, devs: list[Developer], args: argparse.Namespace) -> None:
     """One unmeasured request per new developer: their first prompt is prefilled cold
     (a developer opening a file), the measured rounds then see typing on a warm cache."""
@@ -375,6 +491,11 @@ def main() -> int:
     parser.add_argument("--modes", nargs="+", default=["batched", "unbatched"])
     parser.add_argument("--cache", type=Path, default=DEFAULT_CACHE)
     parser.add_argument("--markdown", type=Path, help="append the tables to this file")
+    parser.add_argument("--attack", action="store_true", help="the attack measurement instead")
+    parser.add_argument("--attack-count", type=int, default=30)
+    parser.add_argument("--attack-chars", type=int, default=920_000)
+    parser.add_argument("--registry", type=Path, help="serve this registry (with --model)")
+    parser.add_argument("--model", help="the registry model to serve (default: the 350M build)")
     parser.add_argument(
         "--no-graph-scaling",
         action="store_true",
@@ -382,10 +503,15 @@ def main() -> int:
     )
     args = parser.parse_args()
 
-    args.cache.mkdir(parents=True, exist_ok=True)
-    checkpoint = ensure_checkpoint(args.cache, "350M")
-    artifact = ensure_artifact(args.cache, checkpoint, "350M", "int4")
-    registry, model = artifact.parent.parent, artifact.parent.name
+    if args.registry and args.model:
+        registry, model = args.registry, args.model
+    else:
+        args.cache.mkdir(parents=True, exist_ok=True)
+        checkpoint = ensure_checkpoint(args.cache, "350M")
+        artifact = ensure_artifact(args.cache, checkpoint, "350M", "int4")
+        registry, model = artifact.parent.parent, artifact.parent.name
+    if args.attack:
+        return attack(registry, model, args)
     texts = source_texts()
     rounds: list[Round] = []
     # Both servers stay up; each point runs batched then unbatched back to back, so the
@@ -421,10 +547,25 @@ def main() -> int:
     finally:
         for server in servers.values():
             server.stop()
-    output = table(rounds, args, f"{model} (350M shapes, int4, random weights)")
-    if not args.no_graph_scaling:
+    label = model if args.registry else f"{model} (350M shapes, int4, random weights)"
+    output = table(rounds, args, label)
+    if not args.no_graph_scaling and not args.registry:
         log("measuring the graph's own batch scaling ...")
         output += "\n\n" + graph_scaling(artifact, [1, 4, 16])
+    print(output)
+    if args.markdown:
+        with args.markdown.open("a") as handle:
+            handle.write(output + "\n\n")
+    return 0
+
+
+def attack(registry: Path, model: str, args: argparse.Namespace) -> int:
+    server = Server(registry, model, 16, args)
+    try:
+        server.wait_ready()
+        output = asyncio.run(attack_round(server, args))
+    finally:
+        server.stop()
     print(output)
     if args.markdown:
         with args.markdown.open("a") as handle:

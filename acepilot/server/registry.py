@@ -242,7 +242,7 @@ def read_strict_json(path: Path) -> Any:
     except (OSError, UnicodeDecodeError, json.JSONDecodeError, RecursionError) as exc:
         raise RegistryError(f"{path}: not valid JSON ({str(exc)[:200]})") from None
     except ValueError as exc:  # reject_constant
-        raise RegistryError(f"{path}: not strict JSON ({exc})") from None
+        raise RegistryError(f"{path}: {exc}") from None
 
 
 def check_file_name(name: object, *, where: str) -> str:

@@ -67,7 +67,7 @@ def test_a_corrupt_pointer_is_reported_once_per_write(tmp_path: Path) -> None:
 def test_default_model(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("ACEPILOT_MODEL", raising=False)
     registry = Registry(tmp_path)
-    with pytest.raises(RegistryError, match="no models in the registry .*, or pass --model"):
+    with pytest.raises(RegistryError, match=r"no models in the registry .*, or pass --model"):
         default_model(registry, None, "pass --model")
     commit_fake(registry)
     assert default_model(registry, None, "x") == "tiny"
@@ -76,5 +76,5 @@ def test_default_model(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     assert default_model(registry, None, "x") == "env"
     monkeypatch.delenv("ACEPILOT_MODEL")
     commit_fake(registry, name="second")
-    with pytest.raises(RegistryError, match="several models .*: set acepilot.model"):
+    with pytest.raises(RegistryError, match=r"several models .*: set acepilot\.model"):
         default_model(registry, None, "set acepilot.model")

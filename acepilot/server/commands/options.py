@@ -5,7 +5,9 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-REGISTRY_HELP = "registry directory (default: $ACEPILOT_REGISTRY or ~/.local/share/acepilot/registry)"
+REGISTRY_HELP = (
+    "registry directory (default: $ACEPILOT_REGISTRY or ~/.local/share/acepilot/registry)"
+)
 MODEL_HELP = (
     "registry name (its production version) or an entry directory "
     "(default: $ACEPILOT_MODEL, else the registry's only model)"

@@ -54,6 +54,7 @@ class ContextIndex:
 
     def neighbours(self, documents: DocumentStore, document: Document) -> list[NeighbourCopy]:
         """Other open documents of the language (on the event loop: list copies only)."""
+        self._prune(documents)
         out = []
         for other in documents:
             if other.uri == document.uri or other.language_id != document.language_id:
@@ -87,6 +88,12 @@ class ContextIndex:
         chosen = select_snippets(query, indexed, config.snippet_tokens, count, data.language, uri)
         self._snippets[uri] = (key, chosen)
         return chosen
+
+    def _prune(self, documents: DocumentStore) -> None:
+        """Drop what a worker cached for a document closed meanwhile (forget ran before it)."""
+        for cache in (self._neighbours, self._snippets):
+            for uri in [uri for uri in list(cache) if uri not in documents]:
+                cache.pop(uri, None)
 
     def _index(self, neighbour: NeighbourCopy) -> Neighbour:
         cached = self._neighbours.get(neighbour.uri)

@@ -90,8 +90,10 @@ class AcepilotProtocol(LanguageServerProtocol):
     ) -> None:
         """Errors reach the client without tracebacks or file paths (pygls puts them in `data`)."""
         if error is not None and error.data is not None and error.code == INTERNAL_ERROR:
-            log.warning("request failed: %s", str(error.message).strip()[:200])
             kind = str(error.message).split(":", 1)[0].strip()[:60]
+            log.warning(
+                "request %s failed: %s", str(msg_id)[:40], kind
+            )  # the message may quote code
             error = types.ResponseError(
                 code=error.code, message=f"internal error ({kind}); see the server log"
             )

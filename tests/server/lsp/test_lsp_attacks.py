@@ -346,3 +346,32 @@ def test_threads_are_bounded_by_the_machine(
     open_text(serve, uri, "def f():\n    ")
     assert "result" in complete(serve, uri, 1, 4, "t")
     assert serve.threads() < 64 + (os.cpu_count() or 1)
+
+
+def test_internal_errors_reach_the_client_without_traceback() -> None:
+    """Whatever fails inside a handler, the reply names the exception type only."""
+    import sys
+
+    from pygls.exceptions import JsonRpcInternalError
+
+    from acepilot.server.lsp.server import create_server
+
+    class Buffer:
+        def __init__(self) -> None:
+            self.data = b""
+
+        def write(self, data: bytes) -> None:
+            self.data += data
+
+    server = create_server()
+    buffer = Buffer()
+    server.attach(buffer)
+    try:
+        raise TypeError("TextInputSequence must be str: secret_code_here")
+    except TypeError:
+        error = JsonRpcInternalError.of(sys.exc_info()).to_response_error()
+    assert error.data is not None  # pygls puts the traceback there
+    server.protocol._send_response("1", error=error)
+    reply = buffer.data.decode()
+    assert "internal error (TypeError)" in reply
+    assert "Traceback" not in reply and "File " not in reply and "secret_code_here" not in reply

@@ -19,7 +19,7 @@ from typing import Any
 
 import numpy as np
 
-from acepilot.server.build.base import GELU_OPS, Norm
+from acepilot.server.build.base import GELU_OPS
 from acepilot.server.build.families.llama import LlamaBuilder, rotate_half_shape
 from acepilot.server.build.shape import ModelShape, optional_positive_int
 from acepilot.server.errors import BuildError
@@ -56,9 +56,6 @@ class Starcoder2Builder(LlamaBuilder):
         from transformers import Starcoder2ForCausalLM
 
         return Starcoder2ForCausalLM
-
-    def input_norm(self, layer: int) -> Norm:
-        return self.layer_norm_params(f"{self.layer_key(layer)}.input_layernorm")
 
     def make_mlp(self, layer: int, x: str) -> tuple[str, np.ndarray | None]:
         key = f"{self.layer_key(layer)}.mlp"
