@@ -20,6 +20,7 @@ from typing import Any
 from acepilot.server.commands.options import add_registry, positive_int
 
 BACKLOG = 2048  # uvicorn's default listen backlog (lowered to fit the open-file limit)
+KEEP_ALIVE_S = 5  # an idle kept-alive connection is closed after this (uvicorn's default)
 SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([kmgt]?)i?b?\s*$", re.IGNORECASE)
 
 
@@ -246,6 +247,7 @@ def run_team_server(args: argparse.Namespace) -> int:
         http=protocol,
         backlog=backlog,
         h11_max_incomplete_event_size=MAX_HEAD_BYTES,
+        timeout_keep_alive=KEEP_ALIVE_S,
         log_level="info" if args.verbose else "warning",
         access_log=args.verbose >= 2,
         ssl_certfile=str(args.tls_cert) if args.tls_cert else None,

@@ -41,6 +41,14 @@ class RateLimitFilter(logging.Filter):
         self._lock = threading.Lock()
 
     def filter(self, record: logging.LogRecord) -> bool:
+        """Whether `record` is written; decided once per record, so one filter can sit on
+        several handlers (a record reaches each of its logger's handlers and its parents')."""
+        decided = getattr(record, "_acepilot_rate_limit", None)
+        if decided is None:
+            decided = record._acepilot_rate_limit = self._decide(record)  # type: ignore[attr-defined]
+        return bool(decided)
+
+    def _decide(self, record: logging.LogRecord) -> bool:
         if record.levelno < logging.WARNING:
             return True
         key = (record.name, record.levelno, str(record.msg))

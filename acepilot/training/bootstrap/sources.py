@@ -206,8 +206,9 @@ def permissive(expression: str | None) -> str | None:
             if key in first:
                 return spdx
         return None
-    if re.search(r"\bor\b", text, re.IGNORECASE):
-        for alternative in re.split(r"\s+or\s+|/", text, flags=re.IGNORECASE):
+    alternatives = re.split(r"\s+or\s+|/", text, flags=re.IGNORECASE)
+    if re.search(r"\bor\b", text, re.IGNORECASE) and len(alternatives) > 1:
+        for alternative in alternatives:
             found = permissive(alternative)
             if found:
                 return found

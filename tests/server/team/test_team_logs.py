@@ -30,26 +30,28 @@ def captured() -> Iterator[tuple[logging.Logger, io.StringIO, Clock]]:
     buffer = io.StringIO()
     handler = logging.StreamHandler(buffer)
     handler.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s"))
+    second = logging.StreamHandler(io.StringIO())  # one filter on several handlers
     logger = logging.getLogger("acepilot-test-flood")
     logger.propagate = False
     logger.setLevel(logging.DEBUG)
     logger.addHandler(handler)
+    logger.addHandler(second)
     clock = Clock()
     install(RateLimitFilter(burst=5, window_s=60, clock=clock), loggers=[logger.name])
     try:
         yield logger, buffer, clock
     finally:
         logger.removeHandler(handler)
+        logger.removeHandler(second)
 
 
 def test_a_flood_of_tracebacks_is_cut_to_the_burst(
     captured: tuple[logging.Logger, io.StringIO, Clock],
 ) -> None:
     logger, buffer, clock = captured
-    error = OSError(24, "Too many open files")
     for _ in range(10_000):  # what asyncio writes for each failed accept()
         try:
-            raise error
+            raise OSError(24, "Too many open files")
         except OSError:
             logger.error("socket.accept() out of system resource", exc_info=True)
     text = buffer.getvalue()

@@ -1,0 +1,90 @@
+"""What the context sources hand to the prompt: `ContextChunk`, and line windows of a file.
+
+A chunk names its file and line range so that the prompt can write a path header
+(or the model's repository-level `file_sep` format) and so that a benchmark can
+check which definition it carries. Chunks are frozen: the collector caches them
+between keystrokes and the prompt stage must not be able to change a cached one.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+KINDS = (
+    "imported_definition",
+    "near_cursor_symbol",
+    "bm25",
+    "recent_edit",
+    "recent_view",
+    "open_tab",
+)
+WORD = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+CHUNK_LINES = 24  # lines per retrieval chunk (Tabby-sized: a few hundred tokens at most)
+MAX_LINE_CHARS = 240  # longer lines (minified, data) are cut in chunk text
+
+
+@dataclass(frozen=True, kw_only=True)
+class ContextChunk:
+    """One piece of cross-file context: its file (workspace-relative), source kind and text.
+
+    `tokens` is the count under the caller's tokenizer; `score` is the source's own
+    relevance (comparable within one kind only). Lines are 0-based and inclusive.
+    """
+
+    path: str
+    kind: str
+    text: str
+    tokens: int
+    score: float
+    start_line: int = 0
+    end_line: int = 0
+
+
+@dataclass(frozen=True, kw_only=True)
+class LineWindow:
+    """A window of a file's lines: the unit BM25 indexes and recent/open-tab sources compare."""
+
+    start_line: int
+    end_line: int
+    text: str
+
+
+def windows(text: str, size: int = CHUNK_LINES) -> Iterator[LineWindow]:
+    """Cut text into consecutive windows of `size` lines (no overlap, so the index stays small).
+
+    Blank-only windows are skipped; over-long lines are cut to MAX_LINE_CHARS.
+    """
+    lines = text.splitlines()
+    for start in range(0, len(lines), size):
+        part = [line[:MAX_LINE_CHARS] for line in lines[start : start + size]]
+        if any(line.strip() for line in part):
+            yield LineWindow(start_line=start, end_line=start + len(part) - 1, text="\n".join(part))
+
+
+def identifiers(text: str) -> list[str]:
+    """Identifier-like words of a text, in order (the tokens of lexical retrieval)."""
+    return WORD.findall(text)
+
+
+def sub_words(text: str) -> list[str]:
+    """BM25 terms: identifiers plus their camelCase/snake_case parts, lower-cased.
+
+    Splitting lets `get_user_name` match a query that says `userName`.
+    """
+    terms: list[str] = []
+    for word in WORD.findall(text):
+        low = word.lower()
+        terms.append(low)
+        parts = [p.lower() for p in re.findall(r"[A-Z]+(?![a-z])|[A-Z]?[a-z]+|[0-9]+", word)]
+        if len(parts) > 1:
+            terms.extend(p for p in parts if len(p) > 1)
+    return terms
+
+
+def jaccard(a: frozenset[str], b: frozenset[str]) -> float:
+    """Similarity of two identifier sets (the open-tabs and recent-chunk measure)."""
+    if not a or not b:
+        return 0.0
+    return len(a & b) / len(a | b)

@@ -1,0 +1,248 @@
+"""The workspace index: files walked in a background thread, symbols, imports and BM25 chunks.
+
+    index = WorkspaceIndex(root, IndexLimits())
+    index.start()          # returns at once; a low-priority daemon thread walks and parses
+    index.update(path)     # on didSave / didChangeWatchedFiles (created or changed)
+    index.remove(path)     # on deletion
+
+Requests never wait for indexing: queries answer from what is indexed so far
+(`ready` says when the first walk is over). The thread lowers its own CPU
+priority (Linux: a per-thread nice value) and sleeps briefly every few files so
+that request threads get the GIL. The lock is held only to swap one file's
+entries in or out. File text is not kept: chunk and definition text is read
+back from disk when a request needs it (a few files per request), which keeps
+the index's memory to symbols and term ids.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import threading
+import time
+from collections import defaultdict
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import numpy.typing as npt
+
+from acepilot.server.context.chunks import sub_words, windows
+from acepilot.server.context.resolve import ModuleMap
+from acepilot.server.context.retrieval import Bm25Snapshot, ChunkRef, Vocabulary
+from acepilot.server.context.symbols import Definition, Import, language_of, parse
+from acepilot.server.context.workspace import IndexLimits, read_source, walk
+
+log = logging.getLogger(__name__)
+NICE = 10  # the indexing thread's niceness increment
+REBUILD_DELAY = 0.5  # seconds of quiet after an update before the BM25 matrix is rebuilt
+
+
+@dataclass(slots=True, kw_only=True)
+class FileEntry:
+    """What the index holds for one file (no source text)."""
+
+    language: str
+    size: int
+    definitions: list[Definition]
+    imports: list[Import]
+    chunks: list[ChunkRef]
+    terms: list[npt.NDArray[np.uint32]]
+
+
+class WorkspaceIndex:
+    """Symbols, resolved imports and BM25 chunks of one workspace folder, bounded by `IndexLimits`."""
+
+    def __init__(self, root: str | Path, limits: IndexLimits | None = None) -> None:
+        self.root = Path(root).resolve()
+        self.limits = limits or IndexLimits()
+        self.files: dict[str, FileEntry] = {}
+        self.symbols: dict[str, list[Definition]] = defaultdict(list)
+        self.modules = ModuleMap(self.root.name)
+        self.vocab = Vocabulary()
+        self.bm25 = Bm25Snapshot([], [], 0)
+        self.generation = 0  # bumped when any file's entry changes (collector cache key)
+        self.total_bytes = 0
+        self._lock = threading.RLock()
+        self._ready = threading.Event()
+        self._dirty = threading.Event()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    # --- lifecycle -----------------------------------------------------------------------------
+
+    def start(self) -> None:
+        """Index the workspace in a background daemon thread (returns at once)."""
+        if self._thread is None:
+            self._thread = threading.Thread(target=self._run, name="acepilot-index", daemon=True)
+            self._thread.start()
+
+    @property
+    def ready(self) -> bool:
+        """True once the first walk is over and the BM25 matrix is built."""
+        return self._ready.is_set()
+
+    def wait(self, timeout: float | None = None) -> bool:
+        """Block until ready (tests, benchmarks, the CLI); False on timeout."""
+        return self._ready.wait(timeout)
+
+    def close(self) -> None:
+        """Stop the background thread (the index stays queryable)."""
+        self._stop.set()
+        self._dirty.set()
+        if self._thread is not None:
+            self._thread.join(timeout=5)
+
+    def _run(self) -> None:
+        # Not Linux, or not permitted: the sleeps in index_all still yield.
+        with contextlib.suppress(AttributeError, OSError):
+            os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), NICE)
+        try:
+            self.index_all()
+        except Exception:  # the editor keeps working without an index
+            log.exception("workspace indexing failed")
+        self._ready.set()
+        while not self._stop.is_set():
+            self._dirty.wait()
+            if self._stop.is_set():
+                return
+            time.sleep(REBUILD_DELAY)  # let a burst of saves settle
+            self._dirty.clear()
+            self.rebuild()
+
+    def index_all(self) -> None:
+        """Walk and index every file within the limits, then build the BM25 matrix (runs in the thread)."""
+        for count, (rel, path, _size) in enumerate(walk(self.root, self.limits)):
+            if self._stop.is_set():
+                return
+            self._index_file(rel, path)
+            if count % self.limits.yield_every == 0:
+                time.sleep(self.limits.yield_seconds)
+        self.rebuild()
+
+    def rebuild(self) -> None:
+        """Rebuild the BM25 matrix from the kept term ids and swap it in."""
+        with self._lock:
+            refs = [c for e in self.files.values() for c in e.chunks]
+            terms = [t for e in self.files.values() for t in e.terms]
+            vocab_size = len(self.vocab.ids)
+        self.bm25 = Bm25Snapshot(refs, terms, vocab_size)
+
+    # --- updates -------------------------------------------------------------------------------
+
+    def relative(self, path: str | Path) -> str | None:
+        """A path (absolute, or relative to the root) as the index names it; None outside the root."""
+        candidate = Path(path)
+        absolute = candidate if candidate.is_absolute() else self.root / candidate
+        try:
+            return absolute.resolve().relative_to(self.root).as_posix()
+        except ValueError:
+            return None
+
+    def update(self, path: str | Path) -> bool:
+        """Re-index one file (created or changed); False when it is outside the root or not indexable."""
+        rel = self.relative(path)
+        if rel is None:
+            return False
+        indexed = self._index_file(rel, self.root / rel)
+        if not indexed:
+            self.remove(rel)
+        self._dirty.set()
+        return indexed
+
+    def remove(self, path: str | Path) -> None:
+        """Drop one file from the index (deleted, or now ignored)."""
+        rel = self.relative(path)
+        if rel is None:
+            return
+        with self._lock:
+            self._drop(rel)
+        self._dirty.set()
+
+    def _drop(self, rel: str) -> None:
+        old = self.files.pop(rel, None)
+        if old is None:
+            return
+        self.total_bytes -= old.size
+        for definition in old.definitions:
+            bucket = self.symbols.get(definition.name)
+            if bucket is not None:
+                bucket[:] = [d for d in bucket if d.path != rel]
+                if not bucket:
+                    del self.symbols[definition.name]
+        self.modules.remove(rel)
+        self.generation += 1
+
+    def _index_file(self, rel: str, path: Path) -> bool:
+        language = language_of(path.name)
+        if language is None:
+            return False
+        text = read_source(path, self.limits)
+        if text is None:
+            return False
+        size = len(text)
+        with self._lock:
+            known = rel in self.files
+            if not known and (
+                len(self.files) >= self.limits.max_files
+                or self.total_bytes + size > self.limits.max_total_bytes
+            ):
+                return False
+        symbols = parse(rel, text, language)  # outside the lock: the slow part
+        chunks, terms = [], []
+        for window in windows(text):
+            chunks.append(ChunkRef(rel, window.start_line, window.end_line))
+            terms.append(self.vocab.encode(sub_words(window.text)))
+        entry = FileEntry(
+            language=language,
+            size=size,
+            definitions=symbols.definitions,
+            imports=symbols.imports,
+            chunks=chunks,
+            terms=terms,
+        )
+        with self._lock:
+            self._drop(rel)
+            self.files[rel] = entry
+            self.total_bytes += size
+            for definition in entry.definitions:
+                self.symbols[definition.name].append(definition)
+            self.modules.add(rel)
+            self.generation += 1
+        return True
+
+    # --- queries (called by the collector on request threads) ----------------------------------
+
+    def definitions_named(self, name: str) -> list[Definition]:
+        with self._lock:
+            return list(self.symbols.get(name, ()))
+
+    def definitions_in(self, rel: str) -> list[Definition]:
+        with self._lock:
+            entry = self.files.get(rel)
+            return list(entry.definitions) if entry is not None else []
+
+    def resolve_imports(
+        self, rel: str, language: str, imports: list[Import]
+    ) -> list[tuple[Import, list[str]]]:
+        """Each import with the workspace files it refers to (third-party imports resolve to none)."""
+        with self._lock:
+            return [(imp, self.modules.resolve(rel, language, imp)) for imp in imports]
+
+    def siblings(self, rel: str, language: str) -> list[str]:
+        with self._lock:
+            return self.modules.siblings(rel, language)
+
+    def search(
+        self, terms: list[str], k: int, exclude_path: str = ""
+    ) -> list[tuple[ChunkRef, float]]:
+        """BM25 top-k chunks for the query terms, excluding one file (the one being edited)."""
+        return self.bm25.search(self.vocab.lookup(terms), k, exclude_path)
+
+    def read_lines(self, rel: str, start: int, end: int) -> str:
+        """Lines start..end (inclusive) of an indexed file, read from disk now ("" if it is gone)."""
+        text = read_source(self.root / rel, self.limits)
+        if text is None:
+            return ""
+        return "\n".join(text.splitlines()[start : end + 1])

@@ -1,0 +1,489 @@
+"""Definitions and imports of one source file, parsed with tree-sitter.
+
+One parser for eight languages (py-tree-sitter and the grammar packages from
+PyPI): the walk below knows, per language, which nodes define a name (and what
+kind), where a definition's body starts (its signature is the text before it),
+where its documentation is (Python docstrings, comments just above for the
+others) and which nodes import another file. Function bodies are not entered:
+local helpers are not workspace symbols. Parsing is error-tolerant (a file being
+typed still yields the definitions tree-sitter can recognise).
+"""
+
+from __future__ import annotations
+
+import functools
+import importlib
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from tree_sitter import Language, Node, Parser
+
+EXTENSIONS = {
+    ".py": "python", ".pyi": "python",
+    ".js": "javascript", ".jsx": "javascript", ".mjs": "javascript", ".cjs": "javascript",
+    ".ts": "typescript", ".mts": "typescript", ".cts": "typescript", ".tsx": "tsx",
+    ".go": "go", ".rs": "rust", ".java": "java",
+    ".c": "c", ".h": "c",
+    ".cc": "cpp", ".cpp": "cpp", ".cxx": "cpp", ".hh": "cpp", ".hpp": "cpp", ".hxx": "cpp",
+}  # fmt: skip
+GRAMMARS: dict[str, tuple[str, str]] = {
+    "python": ("tree_sitter_python", "language"),
+    "javascript": ("tree_sitter_javascript", "language"),
+    "typescript": ("tree_sitter_typescript", "language_typescript"),
+    "tsx": ("tree_sitter_typescript", "language_tsx"),
+    "go": ("tree_sitter_go", "language"),
+    "rust": ("tree_sitter_rust", "language"),
+    "java": ("tree_sitter_java", "language"),
+    "c": ("tree_sitter_c", "language"),
+    "cpp": ("tree_sitter_cpp", "language"),
+}
+ALIASES = {"javascriptreact": "javascript", "typescriptreact": "tsx", "c++": "cpp"}
+MAX_SIGNATURE = 300  # characters of a signature kept
+MAX_DOC = 300  # characters of documentation kept
+
+# node type -> definition kind; the name is the node's "name" field or its declarator's identifier
+DEFINITIONS: dict[str, str] = {
+    # python
+    "function_definition": "function", "class_definition": "class",
+    # javascript / typescript
+    "function_declaration": "function", "generator_function_declaration": "function",
+    "class_declaration": "class", "abstract_class_declaration": "class", "method_definition": "method",
+    "interface_declaration": "type", "type_alias_declaration": "type", "enum_declaration": "type",
+    "variable_declarator": "constant",
+    # go
+    "method_declaration": "method", "type_spec": "type", "const_spec": "constant", "var_spec": "constant",
+    # rust
+    "function_item": "function", "struct_item": "type", "enum_item": "type", "trait_item": "type",
+    "type_item": "type", "const_item": "constant", "static_item": "constant", "macro_definition": "function",
+    "function_signature_item": "function",
+    # java
+    "constructor_declaration": "method", "record_declaration": "class", "annotation_type_declaration": "type",
+    # c / c++
+    "struct_specifier": "type", "union_specifier": "type", "enum_specifier": "type", "class_specifier": "class",
+    "type_definition": "type", "preproc_def": "constant", "preproc_function_def": "function",
+    "alias_declaration": "type",
+}  # fmt: skip
+# Definitions whose body holds members (walked, members get this as parent).
+CONTAINERS = frozenset(
+    {
+        "class_definition", "class_declaration", "abstract_class_declaration", "interface_declaration",
+        "trait_item", "impl_item", "class_specifier", "struct_specifier", "record_declaration",
+        "enum_declaration", "namespace_definition", "mod_item", "internal_module", "module",
+    }
+)  # fmt: skip
+# Constants count only at the top level (not locals inside functions).
+TOP_LEVEL_ONLY = frozenset({"variable_declarator", "const_spec", "var_spec"})
+NAME_NODES = frozenset(
+    {"identifier", "field_identifier", "type_identifier", "qualified_identifier", "destructor_name",
+     "operator_name", "property_identifier", "primitive_type"}
+)  # fmt: skip
+BODY_FIELDS = ("body", "value")
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Definition:
+    """A named definition: where it is, its one-line signature and the start of its documentation."""
+
+    name: str
+    kind: str
+    path: str
+    start_line: int
+    end_line: int
+    signature: str
+    doc: str = ""
+    parent: str = ""  # enclosing class/impl/namespace name, "" at the top level
+    signature_end_line: int = -1  # last line of the signature (before the body)
+    header_end_line: int = -1  # last line of signature + docstring (the "signature first" text)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Import:
+    """One import as written: the module spec, the names it brings in ("*" for all), Python's dots."""
+
+    module: str
+    names: tuple[str, ...] = ()
+    level: int = 0
+
+
+@dataclass(slots=True, kw_only=True)
+class FileSymbols:
+    """What the parse of one file gives the index."""
+
+    definitions: list[Definition] = field(default_factory=list)
+    imports: list[Import] = field(default_factory=list)
+
+
+def language_of(filename: str) -> str | None:
+    """The parser language of a file name (by extension), None for files we do not parse."""
+    dot = filename.rfind(".")
+    return EXTENSIONS.get(filename[dot:].lower()) if dot >= 0 else None
+
+
+def normalize_language(language: str | None, filename: str) -> str | None:
+    """An LSP languageId ("typescriptreact", "cpp", ...) mapped onto our grammars; else the extension."""
+    if language:
+        lang = ALIASES.get(language.lower(), language.lower())
+        if lang in GRAMMARS:
+            return lang
+    return language_of(filename)
+
+
+@functools.cache
+def parser_for(language: str) -> Parser:
+    """A tree-sitter parser for one language (grammar loaded once per process)."""
+    module_name, function = GRAMMARS[language]
+    capsule = getattr(importlib.import_module(module_name), function)()
+    return Parser(Language(capsule))
+
+
+def _text(node: Node | None) -> str:
+    return (
+        node.text.decode("utf-8", errors="replace")
+        if node is not None and node.text is not None
+        else ""
+    )
+
+
+def _name_of(node: Node) -> str:
+    """The defined name: the "name" field, else the innermost identifier of the declarator chain."""
+    name = node.child_by_field_name("name")
+    if name is not None:
+        return _text(name)
+    current: Node | None = node.child_by_field_name("declarator")
+    for _ in range(8):
+        if current is None:
+            return ""
+        if current.type in NAME_NODES:
+            return _text(current)
+        current = current.child_by_field_name("declarator") or next(
+            (c for c in current.named_children if c.type in NAME_NODES or "declarator" in c.type),
+            None,
+        )
+    return ""
+
+
+def _signature(node: Node, source: bytes) -> str:
+    """The text from the definition's start to its body (or its first line), whitespace collapsed."""
+    body = next(
+        (node.child_by_field_name(f) for f in BODY_FIELDS if node.child_by_field_name(f)), None
+    )
+    if node.type in (
+        "variable_declarator",
+        "const_spec",
+        "var_spec",
+        "const_item",
+        "static_item",
+        "preproc_def",
+    ):
+        body = None  # a constant's value is its meaning: keep the first line whole
+    end = body.start_byte if body is not None else node.end_byte
+    text = source[node.start_byte : end].decode("utf-8", errors="replace")
+    if body is None:
+        text = text.split("\n", 1)[0]
+    return " ".join(text.split())[:MAX_SIGNATURE].rstrip(" {:")
+
+
+def _doc(node: Node, language: str) -> str:
+    """Python's docstring, or the comment lines right above the definition for the other languages."""
+    if language == "python":
+        body = node.child_by_field_name("body")
+        first = body.named_children[0] if body is not None and body.named_children else None
+        if first is not None and first.type == "expression_statement" and first.named_children:
+            string = first.named_children[0]
+            if string.type == "string":
+                return " ".join(_text(string).strip("\"'rbuRBU ").split())[:MAX_DOC]
+        return ""
+    lines: list[str] = []
+    sibling = node.prev_named_sibling
+    line = node.start_point.row
+    while sibling is not None and "comment" in sibling.type and sibling.end_point.row >= line - 1:
+        lines.insert(0, _text(sibling))
+        line = sibling.start_point.row
+        sibling = sibling.prev_named_sibling
+    return " ".join(" ".join(lines).split())[:MAX_DOC]
+
+
+def _signature_end(node: Node, kind: str) -> int:
+    """The last line before the body (a constant: its first line; its value may be long)."""
+    if kind == "constant":
+        return node.start_point.row
+    body = node.child_by_field_name("body")
+    if body is None:
+        return node.end_point.row
+    before = body.prev_sibling
+    return before.end_point.row if before is not None else node.start_point.row
+
+
+def _header_end(node: Node, language: str) -> int:
+    """The last line of a definition's signature, or of its docstring in Python."""
+    body = node.child_by_field_name("body")
+    if body is None:
+        return node.end_point.row
+    if language == "python" and body.named_children:
+        first = body.named_children[0]
+        if (
+            first.type == "expression_statement"
+            and first.named_children
+            and first.named_children[0].type == "string"
+        ):
+            return first.end_point.row
+    return body.start_point.row
+
+
+class _Walker:
+    """Collects definitions and imports of one tree (one instance per parse)."""
+
+    def __init__(self, path: str, source: bytes, language: str) -> None:
+        self.path, self.source, self.language = path, source, language
+        self.out = FileSymbols()
+        self.importer: Callable[[Node], None] = IMPORTERS.get(language, lambda node: None).__get__(
+            self
+        )
+
+    def walk(self, node: Node, parent: str, top: bool) -> None:
+        for child in node.named_children:
+            self.visit(child, parent, top)
+
+    def visit(self, node: Node, parent: str, top: bool) -> None:
+        kind = DEFINITIONS.get(node.type)
+        if node.type in IMPORT_NODES:
+            self.importer(node)
+            return
+        if node.type == "call_expression" and top:
+            self.importer(node)
+        if node.type == "variable_declarator" and top:  # const x = require("./x")
+            value = node.child_by_field_name("value")
+            if value is not None and value.type == "call_expression":
+                self.importer(value)
+        if top and node.type in ("expression_statement", "declaration"):
+            self._top_level_statement(node)
+        if (
+            kind is not None
+            and (top or node.type not in TOP_LEVEL_ONLY)
+            and self._is_definition(node)
+        ):
+            name = _name_of(node)
+            if name:
+                if kind == "function" and parent:
+                    kind = "method"
+                self.out.definitions.append(
+                    Definition(
+                        name=name.rsplit("::", 1)[-1],
+                        kind=kind,
+                        path=self.path,
+                        start_line=node.start_point.row,
+                        end_line=node.end_point.row,
+                        signature=_signature(node, self.source),
+                        doc=_doc(node, self.language),
+                        parent=parent,
+                        signature_end_line=_signature_end(node, kind),
+                        header_end_line=_header_end(node, self.language),
+                    )
+                )
+                if node.type in CONTAINERS:
+                    self.walk(node.child_by_field_name("body") or node, name, False)
+                return
+        if node.type in CONTAINERS:  # impl blocks, namespaces: members belong to the named type
+            target = node.child_by_field_name("type") or node.child_by_field_name("name")
+            self.walk(node.child_by_field_name("body") or node, _text(target) or parent, False)
+            return
+        if node.type in (
+            "function_definition",
+            "function_item",
+            "method_definition",
+            "arrow_function",
+        ):
+            return  # a body we do not enter (e.g. a C++ definition whose name we could not read)
+        if (
+            node.type in ("block", "statement_block", "compound_statement")
+            and node.parent is not None
+        ) and node.parent.type not in ("module", "program", "translation_unit"):
+            return
+        # Wrappers (decorators, exports, declarations, templates, preprocessor blocks) keep the level.
+        self.walk(node, parent, top and node.type not in ("class_body", "declaration_list"))
+
+    def _top_level_statement(self, node: Node) -> None:
+        """Python's module constants (`NAME = ...`) and C/C++ prototypes (`int f(int);`)."""
+        if node.type == "expression_statement":
+            assignment = node.named_children[0] if node.named_children else None
+            left = assignment.child_by_field_name("left") if assignment is not None else None
+            if (
+                assignment is None
+                or assignment.type != "assignment"
+                or left is None
+                or left.type != "identifier"
+            ):
+                return
+            name, kind = _text(left), "constant"
+        else:
+            declarator = node.child_by_field_name("declarator")
+            if declarator is None or declarator.type != "function_declarator":
+                return
+            name, kind = _name_of(node), "function"
+        if name:
+            self.out.definitions.append(
+                Definition(
+                    name=name,
+                    kind=kind,
+                    path=self.path,
+                    start_line=node.start_point.row,
+                    end_line=node.end_point.row,
+                    signature=_signature(node, self.source),
+                    doc=_doc(node, self.language),
+                    signature_end_line=node.start_point.row,
+                    header_end_line=min(node.end_point.row, node.start_point.row + 3),
+                )
+            )
+
+    def _is_definition(self, node: Node) -> bool:
+        """Specifiers count only with a body (`struct x;` and `struct x v;` mention, not define)."""
+        if node.type in (
+            "struct_specifier",
+            "union_specifier",
+            "enum_specifier",
+            "class_specifier",
+        ):
+            return node.child_by_field_name("body") is not None
+        if node.type == "variable_declarator":  # JS/TS: only const/let/var at module level
+            return (
+                node.child_by_field_name("name") is not None
+                and _text(node.child_by_field_name("name"))[:1] != "{"
+            )
+        return True
+
+    # --- imports, one method per language --------------------------------------------------------
+
+    def python_import(self, node: Node) -> None:
+        if node.type == "import_statement":
+            for child in node.named_children:
+                target = (
+                    child.child_by_field_name("name") if child.type == "aliased_import" else child
+                )
+                self.out.imports.append(Import(module=_text(target)))
+            return
+        if node.type != "import_from_statement":
+            return
+        module = node.child_by_field_name("module_name")
+        level, name = 0, ""
+        if module is not None and module.type == "relative_import":
+            prefix = next((c for c in module.children if c.type == "import_prefix"), None)
+            level = len(_text(prefix))
+            name = next((_text(c) for c in module.named_children if c.type == "dotted_name"), "")
+        else:
+            name = _text(module)
+        names: list[str] = []
+        for child in node.children_by_field_name("name"):
+            target = child.child_by_field_name("name") if child.type == "aliased_import" else child
+            names.append(_text(target))
+        if any(c.type == "wildcard_import" for c in node.named_children):
+            names.append("*")
+        self.out.imports.append(Import(module=name, names=tuple(names), level=level))
+
+    def js_import(self, node: Node) -> None:
+        if node.type == "call_expression":  # require("./x") at the top level
+            function = node.child_by_field_name("function")
+            arguments = node.child_by_field_name("arguments")
+            if _text(function) == "require" and arguments is not None and arguments.named_children:
+                self.out.imports.append(
+                    Import(module=_text(arguments.named_children[0]).strip("'\"`"))
+                )
+            return
+        source = node.child_by_field_name("source")
+        if source is None:
+            return
+        names = [
+            _text(n.child_by_field_name("name") or n)
+            for n in _descendants(node, ("import_specifier", "export_specifier"))
+        ]
+        clause = next((c for c in node.named_children if c.type == "import_clause"), None)
+        if clause is not None:
+            names += [_text(c) for c in clause.named_children if c.type == "identifier"]
+        self.out.imports.append(Import(module=_text(source).strip("'\"`"), names=tuple(names)))
+
+    def go_import(self, node: Node) -> None:
+        for spec in _descendants(node, ("import_spec",)):
+            self.out.imports.append(
+                Import(module=_text(spec.child_by_field_name("path")).strip('"`'))
+            )
+
+    def rust_import(self, node: Node) -> None:
+        if node.type == "mod_item":
+            if node.child_by_field_name("body") is None:
+                self.out.imports.append(
+                    Import(module="self::" + _text(node.child_by_field_name("name")))
+                )
+            else:
+                self.visit_container_mod(node)
+            return
+        argument = node.child_by_field_name("argument")
+        text = " ".join(_text(argument).split())
+        if "{" in text:  # use a::b::{C, d::E};
+            base, _, rest = text.partition("{")
+            for item in rest.rstrip("}").split(","):
+                item = item.strip().split(" as ")[0]
+                if item:
+                    self.out.imports.append(
+                        Import(module=base + item, names=(item.rsplit("::", 1)[-1],))
+                    )
+        elif text:
+            path = text.split(" as ")[0]
+            self.out.imports.append(Import(module=path, names=(path.rsplit("::", 1)[-1],)))
+
+    def visit_container_mod(self, node: Node) -> None:
+        self.walk(
+            node.child_by_field_name("body") or node, _text(node.child_by_field_name("name")), False
+        )
+
+    def java_import(self, node: Node) -> None:
+        text = _text(node).removeprefix("import").strip().rstrip(";").strip()
+        text = text.removeprefix("static ").strip()
+        self.out.imports.append(Import(module=text, names=(text.rsplit(".", 1)[-1],)))
+
+    def c_import(self, node: Node) -> None:
+        path = node.child_by_field_name("path")
+        if path is not None:
+            self.out.imports.append(Import(module=_text(path).strip('"<>')))
+
+
+IMPORT_NODES = frozenset(
+    {"import_statement", "import_from_statement", "import_declaration", "use_declaration", "preproc_include",
+     "export_statement_with_source"}
+)  # fmt: skip
+IMPORTERS: dict[str, Callable[[_Walker, Node], None]] = {
+    "python": _Walker.python_import,
+    "javascript": _Walker.js_import,
+    "typescript": _Walker.js_import,
+    "tsx": _Walker.js_import,
+    "go": _Walker.go_import,
+    "rust": _Walker.rust_import,
+    "java": _Walker.java_import,
+    "c": _Walker.c_import,
+    "cpp": _Walker.c_import,
+}
+
+
+def _descendants(node: Node, types: tuple[str, ...]) -> list[Node]:
+    found: list[Node] = []
+    stack = [node]
+    while stack:
+        current = stack.pop()
+        if current.type in types:
+            found.append(current)
+        stack.extend(reversed(current.named_children))
+    return found
+
+
+def parse(path: str, text: str, language: str) -> FileSymbols:
+    """Definitions and imports of `text` (the file `path`, workspace-relative) in `language`."""
+    source = text.encode("utf-8", errors="replace")
+    tree = parser_for(language).parse(source)
+    walker = _Walker(path, source, language)
+    walker.walk(tree.root_node, "", True)
+    if language == "rust":  # `mod x;` declarations are imports too (handled on their own)
+        for node in tree.root_node.named_children:
+            if node.type == "mod_item" and node.child_by_field_name("body") is None:
+                walker.rust_import(node)
+    walker.out.imports = list(
+        dict.fromkeys(walker.out.imports)
+    )  # `const {a} = require(x)` seen twice
+    return walker.out
