@@ -28,7 +28,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import resource
 import shutil
 import subprocess
 import sys
@@ -228,9 +227,16 @@ def ours_worker(entry_path: Path, threads: int) -> dict[str, Any]:
     start = time.perf_counter()
     engine.generate(text + "    result = ", params, session="doc")
     results["incremental_ms"] = (time.perf_counter() - start) * 1000
-    results["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    results["peak_rss_mb"] = peak_rss_mb(os.getpid())
     results["file_mb"] = sum((entry_path / name).stat().st_size for name in entry.files) / (1 << 20)
     return results
+
+
+def peak_rss_mb(pid: int) -> float:
+    """The process's RSS high-water mark (VmHWM). Not ru_maxrss: Linux carries that across
+    fork and exec, so a worker started by a process that built a model reports the builder's."""
+    with open(f"/proc/{pid}/status") as status:
+        return next(int(line.split()[1]) for line in status if line.startswith("VmHWM")) / 1024
 
 
 def llama_bench(bin_dir: Path, gguf: Path, threads: int) -> dict[str, Any]:
@@ -287,9 +293,7 @@ def llama_server_incremental(bin_dir: Path, gguf: Path, threads: int, port: int)
 
         complete(text)
         incremental = complete(text + "    result = ")
-        with open(f"/proc/{server.pid}/status") as status:
-            peak = next(int(line.split()[1]) for line in status if line.startswith("VmHWM"))
-        return {"incremental_ms": incremental, "peak_rss_mb": peak / 1024}
+        return {"incremental_ms": incremental, "peak_rss_mb": peak_rss_mb(server.pid)}
     finally:
         server.terminate()
         server.wait(30)

@@ -8,6 +8,7 @@ between keystrokes and the prompt stage must not be able to change a cached one.
 
 from __future__ import annotations
 
+import functools
 import re
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -21,6 +22,7 @@ KINDS = (
     "open_tab",
 )
 WORD = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+PARTS = re.compile(r"[A-Z]+(?![a-z])|[A-Z]?[a-z]+|[0-9]+")
 CHUNK_LINES = 24  # lines per retrieval chunk (Tabby-sized: a few hundred tokens at most)
 MAX_LINE_CHARS = 240  # longer lines (minified, data) are cut in chunk text
 
@@ -75,12 +77,15 @@ def sub_words(text: str) -> list[str]:
     """
     terms: list[str] = []
     for word in WORD.findall(text):
-        low = word.lower()
-        terms.append(low)
-        parts = [p.lower() for p in re.findall(r"[A-Z]+(?![a-z])|[A-Z]?[a-z]+|[0-9]+", word)]
-        if len(parts) > 1:
-            terms.extend(p for p in parts if len(p) > 1)
+        terms.extend(word_terms(word))
     return terms
+
+
+@functools.lru_cache(maxsize=1 << 16)
+def word_terms(word: str) -> tuple[str, ...]:
+    """One identifier's terms (cached: identifiers repeat a lot, and this is indexing's hot loop)."""
+    parts = [p.lower() for p in PARTS.findall(word)]
+    return (word.lower(), *(p for p in parts if len(p) > 1)) if len(parts) > 1 else (word.lower(),)
 
 
 def jaccard(a: frozenset[str], b: frozenset[str]) -> float:

@@ -83,6 +83,7 @@ class ContextCollector:
         self._tabs_version = 0
         self._cache: tuple[tuple[object, ...], list[ContextChunk]] | None = None
         self._lock = threading.Lock()
+        self._compute_lock = threading.Lock()
 
     # --- editor events ---------------------------------------------------------------------------
 
@@ -131,8 +132,9 @@ class ContextCollector:
         with self._lock:
             if self._cache is not None and self._cache[0] == key:
                 return self._cache[1]
-        request = self._request(document_text, cursor_line, path, language)
-        chunks = self._allocate(request, budget_tokens, count_tokens)
+        with self._compute_lock:  # one computation at a time: the sources' file cache is shared
+            request = self._request(document_text, cursor_line, path, language)
+            chunks = self._allocate(request, budget_tokens, count_tokens)
         with self._lock:
             self._cache = (key, chunks)
         return chunks
@@ -141,7 +143,11 @@ class ContextCollector:
         lines = text.splitlines()
         block_start = cursor_line // BLOCK_LINES * BLOCK_LINES
         lang = normalize_language(language, path)
-        symbols = parse(path, text, lang) if lang is not None else None
+        symbols = self.index.symbols_of(path) if self.index is not None else None
+        if (
+            symbols is None and lang is not None
+        ):  # not indexed (unsaved, outside the root): parse it now
+            symbols = parse(path, text, lang)
         local = (
             frozenset(d.name for d in symbols.definitions) if symbols is not None else frozenset()
         )

@@ -28,10 +28,10 @@ from pathlib import Path
 import numpy as np
 import numpy.typing as npt
 
-from acepilot.server.context.chunks import sub_words, windows
+from acepilot.server.context.chunks import windows
 from acepilot.server.context.resolve import ModuleMap
 from acepilot.server.context.retrieval import Bm25Snapshot, ChunkRef, Vocabulary
-from acepilot.server.context.symbols import Definition, Import, language_of, parse
+from acepilot.server.context.symbols import Definition, FileSymbols, Import, language_of, parse
 from acepilot.server.context.workspace import IndexLimits, read_source, walk
 
 log = logging.getLogger(__name__)
@@ -64,6 +64,9 @@ class WorkspaceIndex:
         self.bm25 = Bm25Snapshot([], [], 0)
         self.generation = 0  # bumped when any file's entry changes (collector cache key)
         self.total_bytes = 0
+        self.stats: dict[
+            str, float
+        ] = {}  # the first walk's wall and CPU seconds (benchmarks, logs)
         self._lock = threading.RLock()
         self._ready = threading.Event()
         self._dirty = threading.Event()
@@ -113,6 +116,7 @@ class WorkspaceIndex:
 
     def index_all(self) -> None:
         """Walk and index every file within the limits, then build the BM25 matrix (runs in the thread)."""
+        started, cpu = time.perf_counter(), time.thread_time()
         for count, (rel, path, _size) in enumerate(walk(self.root, self.limits)):
             if self._stop.is_set():
                 return
@@ -120,6 +124,10 @@ class WorkspaceIndex:
             if count % self.limits.yield_every == 0:
                 time.sleep(self.limits.yield_seconds)
         self.rebuild()
+        self.stats = {
+            "seconds": time.perf_counter() - started,
+            "cpu_seconds": time.thread_time() - cpu,
+        }
 
     def rebuild(self) -> None:
         """Rebuild the BM25 matrix from the kept term ids and swap it in."""
@@ -189,11 +197,19 @@ class WorkspaceIndex:
                 or self.total_bytes + size > self.limits.max_total_bytes
             ):
                 return False
-        symbols = parse(rel, text, language)  # outside the lock: the slow part
-        chunks, terms = [], []
-        for window in windows(text):
-            chunks.append(ChunkRef(rel, window.start_line, window.end_line))
-            terms.append(self.vocab.encode(sub_words(window.text)))
+        try:  # outside the lock: the slow part
+            symbols = parse(rel, text, language)
+            chunks, terms = [], []
+            for window in windows(text):
+                chunks.append(ChunkRef(rel, window.start_line, window.end_line))
+                terms.append(self.vocab.encode(window.text))
+        except (
+            RecursionError,
+            ValueError,
+            MemoryError,
+        ) as error:  # one odd file must not stop the rest
+            log.warning("not indexed: %s (%s)", rel, type(error).__name__)
+            return False
         entry = FileEntry(
             language=language,
             size=size,
@@ -218,6 +234,18 @@ class WorkspaceIndex:
         with self._lock:
             return list(self.symbols.get(name, ()))
 
+    def symbols_of(self, rel: str) -> FileSymbols | None:
+        """A file's definitions and imports as of its last indexing (its last save), None if not indexed.
+
+        The collector uses these for the document being edited instead of parsing it on every
+        request: imports and definitions change rarely between saves.
+        """
+        with self._lock:
+            entry = self.files.get(rel)
+            if entry is None:
+                return None
+            return FileSymbols(definitions=list(entry.definitions), imports=list(entry.imports))
+
     def definitions_in(self, rel: str) -> list[Definition]:
         with self._lock:
             entry = self.files.get(rel)
@@ -240,9 +268,10 @@ class WorkspaceIndex:
         """BM25 top-k chunks for the query terms, excluding one file (the one being edited)."""
         return self.bm25.search(self.vocab.lookup(terms), k, exclude_path)
 
+    def read_text(self, rel: str) -> str:
+        """An indexed file's text, read from disk now ("" if it is gone or now too big)."""
+        return read_source(self.root / rel, self.limits) or ""
+
     def read_lines(self, rel: str, start: int, end: int) -> str:
-        """Lines start..end (inclusive) of an indexed file, read from disk now ("" if it is gone)."""
-        text = read_source(self.root / rel, self.limits)
-        if text is None:
-            return ""
-        return "\n".join(text.splitlines()[start : end + 1])
+        """Lines start..end (inclusive) of an indexed file, read from disk now."""
+        return "\n".join(self.read_text(rel).splitlines()[start : end + 1])

@@ -16,6 +16,8 @@ import bm25s
 import numpy as np
 import numpy.typing as npt
 
+from acepilot.server.context.chunks import WORD, word_terms
+
 
 @dataclass(frozen=True, slots=True)
 class ChunkRef:
@@ -29,12 +31,24 @@ class ChunkRef:
 class Vocabulary:
     """Term -> id, grown as files are indexed (ids are stable for the life of the index)."""
 
+    WORD_CACHE = 100_000  # identifiers whose term ids are remembered (cleared when full)
+
     def __init__(self) -> None:
         self.ids: dict[str, int] = {}
+        self._words: dict[str, tuple[int, ...]] = {}
 
-    def encode(self, terms: Iterable[str]) -> npt.NDArray[np.uint32]:
-        ids = self.ids
-        return np.fromiter((ids.setdefault(t, len(ids)) for t in terms), dtype=np.uint32)
+    def encode(self, text: str) -> npt.NDArray[np.uint32]:
+        """The term ids of a text's identifiers and their parts (see `chunks.sub_words`)."""
+        out: list[int] = []
+        words, ids = self._words, self.ids
+        if len(words) > self.WORD_CACHE:
+            words.clear()
+        for word in WORD.findall(text):
+            found = words.get(word)
+            if found is None:
+                found = words[word] = tuple(ids.setdefault(t, len(ids)) for t in word_terms(word))
+            out.extend(found)
+        return np.array(out, dtype=np.uint32)
 
     def lookup(self, terms: Iterable[str]) -> list[int]:
         return sorted({self.ids[t] for t in terms if t in self.ids})
@@ -47,7 +61,11 @@ class Bm25Snapshot:
         self, refs: Sequence[ChunkRef], term_ids: Sequence[npt.NDArray[np.uint32]], vocab_size: int
     ) -> None:
         self.refs = list(refs)
-        self._paths = np.array([r.path for r in self.refs], dtype=object)
+        self._path_ids: dict[str, int] = {}
+        self._owner = np.array(
+            [self._path_ids.setdefault(r.path, len(self._path_ids)) for r in self.refs],
+            dtype=np.int32,
+        )  # chunk -> file number: excluding a file is one integer comparison
         self._model: bm25s.BM25 | None = None
         if self.refs and vocab_size:
             model = bm25s.BM25()
@@ -66,8 +84,8 @@ class Bm25Snapshot:
         if not usable:
             return []
         scores = self._model.get_scores(usable)
-        if exclude_path:
-            scores = np.where(self._paths == exclude_path, 0.0, scores)
+        if exclude_path in self._path_ids:
+            scores = np.where(self._owner == self._path_ids[exclude_path], 0.0, scores)
         k = min(k, len(scores))
         top = np.argpartition(-scores, k - 1)[:k]
         ranked = sorted(((float(scores[i]), int(i)) for i in top if scores[i] > 0), reverse=True)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import keyword
 import posixpath
+from collections import OrderedDict
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 
@@ -22,6 +23,7 @@ from acepilot.server.context.symbols import Definition, Import
 MAX_PER_NAME = 2  # definitions kept per ambiguous name (near-cursor source)
 MAX_MEMBERS = 24  # member signatures in a class summary
 BM25_K = 16
+FILE_CACHE = 64  # files whose lines stay in memory between requests
 OPEN_TAB_WINDOW = 12
 OPEN_TAB_MIN_SIMILARITY = 0.1
 COMMON_WORDS = frozenset(keyword.kwlist) | frozenset(
@@ -79,18 +81,32 @@ class Sources:
         self.index = index
         self.recent = recent
         self.open_tabs = open_tabs
+        self._files: OrderedDict[str, tuple[tuple[int, int], list[str]]] = OrderedDict()  # LRU
 
     def lines(self, request: Request, rel: str, start: int, end: int) -> str:
-        """Lines of an indexed file, read once per request."""
+        """Lines of an indexed file (kept across requests while the file's mtime and size hold)."""
         cached = request.file_cache.get(rel)
         if cached is None:
-            cached = (
-                self.index.read_lines(rel, 0, 1 << 30).splitlines()
-                if self.index is not None
-                else []
-            )
-            request.file_cache[rel] = cached
+            cached = request.file_cache[rel] = self._file_lines(rel)
         return "\n".join(cached[start : end + 1])
+
+    def _file_lines(self, rel: str) -> list[str]:
+        if self.index is None:
+            return []
+        try:
+            stat = (self.index.root / rel).stat()
+        except OSError:
+            return []
+        key = (stat.st_mtime_ns, stat.st_size)
+        found = self._files.get(rel)
+        if found is not None and found[0] == key:
+            self._files.move_to_end(rel)
+            return found[1]
+        lines = self.index.read_text(rel).splitlines()
+        self._files[rel] = (key, lines)
+        while len(self._files) > FILE_CACHE:
+            self._files.popitem(last=False)
+        return lines
 
     def signature(
         self, request: Request, definition: Definition, kind: str, score: float

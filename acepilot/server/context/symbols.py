@@ -71,6 +71,7 @@ CONTAINERS = frozenset(
         "enum_declaration", "namespace_definition", "mod_item", "internal_module", "module",
     }
 )  # fmt: skip
+NAMESPACES = frozenset({"namespace_definition", "mod_item", "internal_module", "module"})
 # Constants count only at the top level (not locals inside functions).
 TOP_LEVEL_ONLY = frozenset({"variable_declarator", "const_spec", "var_spec"})
 NAME_NODES = frozenset(
@@ -78,6 +79,20 @@ NAME_NODES = frozenset(
      "operator_name", "property_identifier", "primitive_type"}
 )  # fmt: skip
 BODY_FIELDS = ("body", "value")
+MAX_DEPTH = 48  # nesting levels walked (a generated 500-deep expression must not exhaust the stack)
+# Nodes never entered: no definition or import lives inside them.
+EXPRESSIONS = frozenset(
+    {"string", "binary_operator", "binary_expression", "boolean_operator", "comparison_operator",
+     "dictionary", "list", "tuple", "set", "array", "object", "arguments", "argument_list",
+     "concatenated_string", "template_string", "string_literal", "raw_string_literal",
+     "interpreted_string_literal", "composite_literal", "initializer_list", "lambda", "arrow_function",
+     "function_expression", "subscript", "attribute", "member_expression", "conditional_expression",
+     "comment", "parenthesized_expression", "list_comprehension", "dictionary_comprehension"}
+)  # fmt: skip
+DOC_WRAPPERS = frozenset(
+    {"type_declaration", "const_declaration", "var_declaration", "export_statement", "template_declaration",
+     "lexical_declaration", "variable_declaration"}
+)  # fmt: skip
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -194,6 +209,8 @@ def _doc(node: Node, language: str) -> str:
                 return " ".join(_text(string).strip("\"'rbuRBU ").split())[:MAX_DOC]
         return ""
     lines: list[str] = []
+    if node.parent is not None and node.parent.type in DOC_WRAPPERS:
+        node = node.parent  # the comment sits above `type (...)`, `export ...`, `template <...>`
     sibling = node.prev_named_sibling
     line = node.start_point.row
     while sibling is not None and "comment" in sibling.type and sibling.end_point.row >= line - 1:
@@ -236,15 +253,20 @@ class _Walker:
     def __init__(self, path: str, source: bytes, language: str) -> None:
         self.path, self.source, self.language = path, source, language
         self.out = FileSymbols()
+        self.depth = 0
         self.importer: Callable[[Node], None] = IMPORTERS.get(language, lambda node: None).__get__(
             self
         )
 
-    def walk(self, node: Node, parent: str, top: bool) -> None:
+    def walk(self, node: Node, parent: str, top: bool, in_type: bool = False) -> None:
+        if self.depth >= MAX_DEPTH or node.type in EXPRESSIONS:
+            return  # definitions do not nest this deep, nor inside expressions
+        self.depth += 1
         for child in node.named_children:
-            self.visit(child, parent, top)
+            self.visit(child, parent, top, in_type)
+        self.depth -= 1
 
-    def visit(self, node: Node, parent: str, top: bool) -> None:
+    def visit(self, node: Node, parent: str, top: bool, in_type: bool = False) -> None:
         kind = DEFINITIONS.get(node.type)
         if node.type in IMPORT_NODES:
             self.importer(node)
@@ -264,7 +286,7 @@ class _Walker:
         ):
             name = _name_of(node)
             if name:
-                if kind == "function" and parent:
+                if kind == "function" and in_type:
                     kind = "method"
                 self.out.definitions.append(
                     Definition(
@@ -281,11 +303,17 @@ class _Walker:
                     )
                 )
                 if node.type in CONTAINERS:
-                    self.walk(node.child_by_field_name("body") or node, name, False)
+                    self.walk(
+                        node.child_by_field_name("body") or node,
+                        name,
+                        False,
+                        node.type not in NAMESPACES,
+                    )
                 return
         if node.type in CONTAINERS:  # impl blocks, namespaces: members belong to the named type
             target = node.child_by_field_name("type") or node.child_by_field_name("name")
-            self.walk(node.child_by_field_name("body") or node, _text(target) or parent, False)
+            body = node.child_by_field_name("body") or node
+            self.walk(body, _text(target) or parent, False, node.type not in NAMESPACES)
             return
         if node.type in (
             "function_definition",
@@ -300,7 +328,9 @@ class _Walker:
         ) and node.parent.type not in ("module", "program", "translation_unit"):
             return
         # Wrappers (decorators, exports, declarations, templates, preprocessor blocks) keep the level.
-        self.walk(node, parent, top and node.type not in ("class_body", "declaration_list"))
+        self.walk(
+            node, parent, top and node.type not in ("class_body", "declaration_list"), in_type
+        )
 
     def _top_level_statement(self, node: Node) -> None:
         """Python's module constants (`NAME = ...`) and C/C++ prototypes (`int f(int);`)."""

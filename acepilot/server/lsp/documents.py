@@ -42,6 +42,8 @@ LINE_BREAK = re.compile(r"\r\n|\r|\n")
 BREAKS = frozenset("\r\n")
 SURROGATE = re.compile("[\ud800-\udfff]")
 MAX_DOCUMENT_CHARS = 64 << 20  # refuse to hold more: far beyond any source file
+MAX_DOCUMENTS = 20_000  # open at once (an editor with this many tabs is not a person)
+MAX_TOTAL_CHARS = 512 << 20  # all open documents together, checked when one opens
 
 
 class DocumentError(ValueError):
@@ -279,6 +281,7 @@ class DocumentStore:
     def __init__(self, encoding: str = UTF16) -> None:
         self.encoding = encoding
         self._documents: dict[str, Document] = {}
+        self._chars = 0  # all open documents' characters (kept up to date by open/change/close)
 
     def __len__(self) -> int:
         return len(self._documents)
@@ -290,8 +293,17 @@ class DocumentStore:
         return uri in self._documents
 
     def open(self, uri: str, language_id: str, version: int, text: str) -> Document:
+        """Open (or reopen) a document; DocumentError past MAX_DOCUMENTS or MAX_TOTAL_CHARS."""
+        old = self._documents.get(uri)
+        others = len(self._documents) - (old is not None)
+        others_chars = self._chars - (old.chars if old is not None else 0)
+        if others >= MAX_DOCUMENTS:
+            raise DocumentError(f"too many open documents (the limit is {MAX_DOCUMENTS})")
+        if others_chars + len(text) > MAX_TOTAL_CHARS:
+            raise DocumentError("the open documents are too large together")
         document = Document.open(uri, language_id, version, text, self.encoding)
         self._documents[uri] = document
+        self._chars = others_chars + document.chars
         return document
 
     def get(self, uri: str) -> Document:
@@ -330,15 +342,20 @@ class DocumentStore:
             raise DocumentError(
                 f"version {version} does not follow {document.version} (a change was lost or reordered)"
             )
+        before = document.chars
         try:
             for change in pending:
                 document.apply(change.text, change.start, change.end)
         except DocumentError:
             document.stale = True
             raise
+        finally:
+            self._chars += document.chars - before
         if version is not None:
             document.version = version
         return document
 
     def close(self, uri: str) -> None:
-        self._documents.pop(uri, None)
+        document = self._documents.pop(uri, None)
+        if document is not None:
+            self._chars -= document.chars

@@ -45,7 +45,7 @@ class RateLimitFilter(logging.Filter):
         several handlers (a record reaches each of its logger's handlers and its parents')."""
         decided = getattr(record, "_acepilot_rate_limit", None)
         if decided is None:
-            decided = record._acepilot_rate_limit = self._decide(record)  # type: ignore[attr-defined]
+            decided = record._acepilot_rate_limit = self._decide(record)
         return bool(decided)
 
     def _decide(self, record: logging.LogRecord) -> bool:

@@ -17,8 +17,9 @@ text) and grew memory by ~2 GB. So, in this order:
    `too_many_prompts`. One developer's editor rarely has more than one or two
    requests in flight; an attacker gets a small, bounded share.
 3. Tokenizing in a worker thread that releases the GIL (BatchEngine.encode),
-   at most `total` at once across all tokens, so /healthz and other tokens'
-   requests go on while a long text is tokenized.
+   at most `total` at once across all tokens (the cores, and at least twice
+   `per_token`, so one token never holds every slot), so /healthz and other
+   tokens' requests go on while a long text is tokenized.
 """
 
 from __future__ import annotations
@@ -63,7 +64,8 @@ class PromptGate:
     ) -> None:
         self.per_token = per_token
         self.waiting = waiting
-        self.total = total or max(2, os.cpu_count() or 2)
+        # Never fewer slots than two tokens' worth: one token alone cannot take them all.
+        self.total = total or max(2 * per_token, os.cpu_count() or 1)
         self._admitted: dict[str, int] = {}  # token name -> prompts tokenizing or waiting
         self._turns: dict[str, asyncio.Semaphore] = {}
         self._threads: anyio.CapacityLimiter | None = None  # made in the event loop

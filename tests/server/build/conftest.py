@@ -28,7 +28,13 @@ RANDOM_FAMILIES = {
 }
 TRAINED_FAMILIES = {
     "qwen2.5-coder-0.5b": {},
-    "starcoder2-3b": {"sliding_window": 4096},
+    # 8 query heads to 1 KV head (the real 24:2 is 12:1): a third less training time.
+    "starcoder2-3b": {
+        "sliding_window": 4096,
+        "num_attention_heads": 8,
+        "hidden_size": 256,
+        "intermediate_size": 1024,
+    },
     "deepseek-coder-1.3b-base": {},
 }
 TRAIN_STEPS = 300

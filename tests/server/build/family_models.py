@@ -277,4 +277,4 @@ def train_steps(
         optimizer.step()
         if step % 50 == 0:
             print(f"step {step} loss {loss.item():.3f}", flush=True)
-    return float(loss)
+    return loss.item()

@@ -17,6 +17,7 @@ import numpy as np
 import onnx
 import pytest
 import torch
+from engine_fixtures import built_tiny_entry, built_tiny_registry  # noqa: F401
 from family_models import MODELING_CODEGEN2, real_config
 
 from acepilot.server.build.checkpoint import read_config
@@ -243,18 +244,10 @@ def test_fp32_builds_pass_the_exact_gate_and_record_family_and_fim(
             assert tokenizer.token_to_id(token) is not None, token
 
 
-def test_codegen1_builds_record_no_fim(built_tiny_entry_path) -> None:
-    manifest = json.loads((built_tiny_entry_path / "manifest.json").read_text())
+def test_codegen1_builds_record_no_fim(built_tiny_entry) -> None:  # noqa: F811
+    manifest = built_tiny_entry.manifest
     assert manifest["family"] == "codegen"
     assert manifest["tokenizer"]["fim"] is None and manifest["tokenizer"]["repo"] is None
-
-
-@pytest.fixture
-def built_tiny_entry_path(random_codegen_dir, tmp_path) -> Path:
-    entry = build_model(
-        str(random_codegen_dir), precision="fp32", registry=Registry(tmp_path), progress=False
-    )
-    return entry.path
 
 
 @pytest.mark.parametrize("name", ["qwen2.5-coder-0.5b", "starcoder2-3b", "codegen2-1B"])

@@ -212,3 +212,20 @@ def test_full_text_is_accepted_at_any_version() -> None:
     doc = store.open("u", "python", 3, "a")
     store.change("u", 3, [Change("b")])
     assert doc.text == "b" and not doc.stale
+
+
+def test_the_store_bounds_open_documents(monkeypatch: pytest.MonkeyPatch) -> None:
+    from acepilot.server.lsp import documents
+
+    monkeypatch.setattr(documents, "MAX_DOCUMENTS", 3)
+    monkeypatch.setattr(documents, "MAX_TOTAL_CHARS", 100)
+    store = DocumentStore()
+    for index in range(3):
+        store.open(f"file:///{index}.py", "python", 1, "x" * 10)
+    with pytest.raises(DocumentError, match="too many open documents"):
+        store.open("file:///3.py", "python", 1, "")
+    store.open("file:///0.py", "python", 2, "y" * 10)  # reopening is no new document
+    store.close("file:///2.py")
+    with pytest.raises(DocumentError, match="too large together"):
+        store.open("file:///big.py", "python", 1, "z" * 90)
+    assert len(store) == 2

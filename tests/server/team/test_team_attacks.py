@@ -24,6 +24,7 @@ import socket
 import threading
 import time
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import httpx
@@ -240,39 +241,56 @@ def recv_until_closed(sock: socket.socket, bound_s: float) -> bytes:
     return received
 
 
-def test_idle_and_slow_connections_are_closed(server: TeamServer, team_registry: Path) -> None:
-    address = ("127.0.0.1", server.port)
-    with socket.create_connection(address) as idle:  # connects, never sends a byte
-        recv_until_closed(idle, CLOSE_BOUND_S)
+def idle(address: tuple[str, int]) -> None:
+    with socket.create_connection(address) as sock:  # connects, never sends a byte
+        recv_until_closed(sock, CLOSE_BOUND_S)
 
-    with socket.create_connection(address) as slowloris:  # a header line now and then
-        slowloris.sendall(b"GET /healthz HTTP/1.1\r\nHost: t\r\n")
+
+def slowloris(address: tuple[str, int]) -> None:
+    with socket.create_connection(address) as sock:  # a header line now and then
+        sock.sendall(b"GET /healthz HTTP/1.1\r\nHost: t\r\n")
         start = time.monotonic()
-        closed = False
         while time.monotonic() - start < CLOSE_BOUND_S:
             try:
-                slowloris.sendall(b"X-Slow: 1\r\n")
+                sock.sendall(b"X-Slow: 1\r\n")
             except OSError:  # broken pipe or reset: closed by the server
-                closed = True
-                break
+                return
             time.sleep(0.5)
-        assert closed or recv_until_closed(slowloris, 1) == b""
+        assert recv_until_closed(sock, 1) == b""
 
-    token = new_token(team_registry, "slow-body")
-    with socket.create_connection(address) as slow_body:  # the head, then part of a body
-        slow_body.sendall(
+
+def slow_body(address: tuple[str, int], token: str) -> None:
+    with socket.create_connection(address) as sock:  # the head, then part of a body
+        sock.sendall(
             b"POST /v1/completions HTTP/1.1\r\nHost: t\r\n"
             + f"Authorization: Bearer {token}\r\n".encode()
             + b"Content-Length: 1000\r\n\r\n{"
         )
-        answer = recv_until_closed(slow_body, CLOSE_BOUND_S)
+        answer = recv_until_closed(sock, CLOSE_BOUND_S)
     assert answer.startswith(b"HTTP/1.1 408"), answer[:200]
 
-    # the same keep-alive connection: a request answered, then a stalled next head
-    with socket.create_connection(address) as kept:
-        kept.sendall(b"GET /healthz HTTP/1.1\r\nHost: t\r\n\r\nGET /healthz HTTP/1.1\r\n")
-        answer = recv_until_closed(kept, CLOSE_BOUND_S)
+
+def stalled_next_head(address: tuple[str, int]) -> None:
+    with socket.create_connection(address) as sock:  # one request answered, then a stall
+        sock.sendall(b"GET /healthz HTTP/1.1\r\nHost: t\r\n\r\nGET /healthz HTTP/1.1\r\n")
+        answer = recv_until_closed(sock, CLOSE_BOUND_S)
     assert answer.startswith(b"HTTP/1.1 200") and answer.count(b"HTTP/1.1") == 1
+
+
+def test_idle_and_slow_connections_are_closed(server: TeamServer, team_registry: Path) -> None:
+    """Each kind of slow client on its own connection, all at once (each takes the
+    client timeout); every one must be closed by the server."""
+    address = ("127.0.0.1", server.port)
+    token = new_token(team_registry, "slow-body")
+    with ThreadPoolExecutor(4) as pool:
+        futures = [
+            pool.submit(idle, address),
+            pool.submit(slowloris, address),
+            pool.submit(slow_body, address, token),
+            pool.submit(stalled_next_head, address),
+        ]
+        for future in futures:
+            future.result()
     assert httpx.get(server.url + "/healthz").status_code == 200
 
 
@@ -362,7 +380,8 @@ HUGE_NUMBER = b"9" * 5000
         (json.dumps({"prompt": [-1, 5]}).encode(), None, 400),
         (json.dumps({"prompt": [5] * 100_000}).encode(), None, 400),
         (json.dumps({"prompt": "x", "stream_options": []}).encode(), None, 400),
-        (b"\xef\xbb\xbf" + json.dumps({"prompt": "x"}).encode(), None, 400),
+        (b"\xef\xbb\xbf" + json.dumps({"prompt": "x", "max_tokens": 1}).encode(), None, 200),  # BOM
+        (b"\xef\xbb\xbf\xef\xbb\xbf" + json.dumps({"prompt": "x"}).encode(), None, 400),
         (b"\x00" * 1000, "application/octet-stream", 400),
         (b"prompt=x&max_tokens=2", "application/x-www-form-urlencoded", 400),
         (b"--b\r\nContent-Disposition: form-data; name=prompt\r\n\r\nx\r\n--b--\r\n",
