@@ -239,7 +239,7 @@ def scale(files: int) -> None:
         definitions = sum(len(v) for v in index.symbols.values())
         print(
             f"workspace: {len(index.files)} files indexed ({copied} copied from site-packages), "
-            f"{index.total_bytes / 1e6:.0f} MB of source, {len(index.bm25.refs)} chunks, {definitions} definitions, "
+            f"{index.total_bytes / 1e6:.0f} MB of source, {len(index.bm25)} chunks, {definitions} definitions, "
             f"{len(index.vocab.ids)} terms"
         )
         print(

@@ -81,7 +81,7 @@ def sub_words(text: str) -> list[str]:
     return terms
 
 
-@functools.lru_cache(maxsize=1 << 16)
+@functools.lru_cache(maxsize=4096)
 def word_terms(word: str) -> tuple[str, ...]:
     """One identifier's terms (cached: identifiers repeat a lot, and this is indexing's hot loop)."""
     parts = [p.lower() for p in PARTS.findall(word)]

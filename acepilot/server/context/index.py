@@ -17,6 +17,8 @@ the index's memory to symbols and term ids.
 from __future__ import annotations
 
 import contextlib
+import ctypes
+import ctypes.util
 import logging
 import os
 import threading
@@ -30,7 +32,7 @@ import numpy.typing as npt
 
 from acepilot.server.context.chunks import windows
 from acepilot.server.context.resolve import ModuleMap
-from acepilot.server.context.retrieval import Bm25Snapshot, ChunkRef, Vocabulary
+from acepilot.server.context.retrieval import Bm25Snapshot, ChunkRef, ChunkTerms, Vocabulary
 from acepilot.server.context.symbols import Definition, FileSymbols, Import, language_of, parse
 from acepilot.server.context.workspace import IndexLimits, read_source, walk
 
@@ -47,8 +49,8 @@ class FileEntry:
     size: int
     definitions: list[Definition]
     imports: list[Import]
-    chunks: list[ChunkRef]
-    terms: list[npt.NDArray[np.uint32]]
+    chunk_lines: npt.NDArray[np.int32]  # (n, 2): first and last line of each chunk
+    terms: ChunkTerms
 
 
 class WorkspaceIndex:
@@ -61,7 +63,7 @@ class WorkspaceIndex:
         self.symbols: dict[str, list[Definition]] = defaultdict(list)
         self.modules = ModuleMap(self.root.name)
         self.vocab = Vocabulary()
-        self.bm25 = Bm25Snapshot([], [], 0)
+        self.bm25 = Bm25Snapshot([], 0)
         self.generation = 0  # bumped when any file's entry changes (collector cache key)
         self.total_bytes = 0
         self.stats: dict[
@@ -132,10 +134,10 @@ class WorkspaceIndex:
     def rebuild(self) -> None:
         """Rebuild the BM25 matrix from the kept term ids and swap it in."""
         with self._lock:
-            refs = [c for e in self.files.values() for c in e.chunks]
-            terms = [t for e in self.files.values() for t in e.terms]
+            files = [(path, e.chunk_lines, e.terms) for path, e in self.files.items()]
             vocab_size = len(self.vocab.ids)
-        self.bm25 = Bm25Snapshot(refs, terms, vocab_size)
+        self.bm25 = Bm25Snapshot(files, vocab_size)
+        release_free_memory()
 
     # --- updates -------------------------------------------------------------------------------
 
@@ -197,17 +199,14 @@ class WorkspaceIndex:
                 or self.total_bytes + size > self.limits.max_total_bytes
             ):
                 return False
-        try:  # outside the lock: the slow part
-            symbols = parse(rel, text, language)
-            chunks, terms = [], []
-            for window in windows(text):
-                chunks.append(ChunkRef(rel, window.start_line, window.end_line))
-                terms.append(self.vocab.encode(window.text))
-        except (
-            RecursionError,
-            ValueError,
-            MemoryError,
-        ) as error:  # one odd file must not stop the rest
+        try:  # outside the lock: the slow part; one odd file must not stop the rest
+            symbols = parse(rel, text, language, keep_doc=False)
+            parts = list(windows(text))
+            chunk_lines = np.array(
+                [(w.start_line, w.end_line) for w in parts], dtype=np.int32
+            ).reshape(-1, 2)
+            terms = ChunkTerms.from_chunks([self.vocab.encode(w.text) for w in parts])
+        except (RecursionError, ValueError, MemoryError) as error:
             log.warning("not indexed: %s (%s)", rel, type(error).__name__)
             return False
         entry = FileEntry(
@@ -215,7 +214,7 @@ class WorkspaceIndex:
             size=size,
             definitions=symbols.definitions,
             imports=symbols.imports,
-            chunks=chunks,
+            chunk_lines=chunk_lines,
             terms=terms,
         )
         with self._lock:
@@ -275,3 +274,13 @@ class WorkspaceIndex:
     def read_lines(self, rel: str, start: int, end: int) -> str:
         """Lines start..end (inclusive) of an indexed file, read from disk now."""
         return "\n".join(self.read_text(rel).splitlines()[start : end + 1])
+
+
+def release_free_memory() -> None:
+    """Hand freed heap pages back to the OS (glibc's malloc_trim; a no-op elsewhere).
+
+    Indexing allocates and frees a lot (file texts, parse trees, token lists); glibc keeps
+    the freed pages in its arenas, so without this the process's RSS stays at the peak.
+    """
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6").malloc_trim(0)

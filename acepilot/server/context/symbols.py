@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import functools
 import importlib
+import sys
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -254,6 +255,7 @@ class _Walker:
         self.path, self.source, self.language = path, source, language
         self.out = FileSymbols()
         self.depth = 0
+        self.keep_doc = True
         self.importer: Callable[[Node], None] = IMPORTERS.get(language, lambda node: None).__get__(
             self
         )
@@ -290,14 +292,14 @@ class _Walker:
                     kind = "method"
                 self.out.definitions.append(
                     Definition(
-                        name=name.rsplit("::", 1)[-1],
+                        name=sys.intern(name.rsplit("::", 1)[-1]),
                         kind=kind,
                         path=self.path,
                         start_line=node.start_point.row,
                         end_line=node.end_point.row,
                         signature=_signature(node, self.source),
-                        doc=_doc(node, self.language),
-                        parent=parent,
+                        doc=_doc(node, self.language) if self.keep_doc else "",
+                        parent=sys.intern(parent),
                         signature_end_line=_signature_end(node, kind),
                         header_end_line=_header_end(node, self.language),
                     )
@@ -359,7 +361,7 @@ class _Walker:
                     start_line=node.start_point.row,
                     end_line=node.end_point.row,
                     signature=_signature(node, self.source),
-                    doc=_doc(node, self.language),
+                    doc=_doc(node, self.language) if self.keep_doc else "",
                     signature_end_line=node.start_point.row,
                     header_end_line=min(node.end_point.row, node.start_point.row + 3),
                 )
@@ -503,11 +505,16 @@ def _descendants(node: Node, types: tuple[str, ...]) -> list[Node]:
     return found
 
 
-def parse(path: str, text: str, language: str) -> FileSymbols:
-    """Definitions and imports of `text` (the file `path`, workspace-relative) in `language`."""
+def parse(path: str, text: str, language: str, keep_doc: bool = True) -> FileSymbols:
+    """Definitions and imports of `text` (the file `path`, workspace-relative) in `language`.
+
+    The index passes keep_doc=False: documentation is read back from the file when a
+    definition is shown, so 100,000 definitions do not each hold a copy of it.
+    """
     source = text.encode("utf-8", errors="replace")
     tree = parser_for(language).parse(source)
     walker = _Walker(path, source, language)
+    walker.keep_doc = keep_doc
     walker.walk(tree.root_node, "", True)
     if language == "rust":  # `mod x;` declarations are imports too (handled on their own)
         for node in tree.root_node.named_children:

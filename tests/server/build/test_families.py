@@ -235,6 +235,10 @@ def test_fp32_builds_pass_the_exact_gate_and_record_family_and_fim(
         assert repo is None
     else:
         assert repo["file_sep"].startswith(expected[4]) and repo["repo_name"]
+    # The serving side's one parser (acepilot/server/fim.py) reads what the build wrote.
+    assert entry.fim is not None and entry.fim.stop == tuple(fim["stop"])
+    assert entry.fim.render("P", "S") == fim["prefix"] + "P" + fim["suffix"] + "S" + fim["middle"]
+    assert (entry.repo_format is None) == (repo is None)
     # The artifact's tokenizer.json (what serving reads) has every FIM string as one token.
     from tokenizers import Tokenizer
 

@@ -6,7 +6,13 @@ from pathlib import Path
 
 import pytest
 
-from acepilot.server.context import KINDS, ContextChunk, ContextCollector, RecentChunks, WorkspaceIndex
+from acepilot.server.context import (
+    KINDS,
+    ContextChunk,
+    ContextCollector,
+    RecentChunks,
+    WorkspaceIndex,
+)
 
 
 def count(text: str) -> int:
@@ -50,7 +56,10 @@ def test_near_cursor_symbols_resolve_names_through_the_symbol_table(index: Works
     text = "package main\n\nfunc run() {\n\ts := NewStore()\n\t_ = s.Count()\n}\n"
     collector = ContextCollector(index, sources=("near_cursor_symbol",))
     chunks = collector.collect(text, len(text) - 3, "goproj/cmd/run.go", "go", 512, count)
-    assert {(c.path, c.start_line) for c in chunks} >= {("goproj/store/store.go", 5), ("goproj/store/helpers.go", 2)}
+    assert {(c.path, c.start_line) for c in chunks} >= {
+        ("goproj/store/store.go", 5),
+        ("goproj/store/helpers.go", 2),
+    }
     assert all(c.kind == "near_cursor_symbol" for c in chunks)
 
 
@@ -60,12 +69,20 @@ def test_bm25_open_tabs_and_recent_sources(index: WorkspaceIndex) -> None:
     # Files the index does not hold (unsaved buffers): nothing else can show these lines.
     recent.note("scratch/edit.py", "def edited_lately(): ...\n", 0, "recent_edit")
     recent.note("scratch/view.py", "class ViewedLately: ...\n", 0, "recent_view")
-    collector = ContextCollector(index, recent, sources=("bm25", "recent_edit", "recent_view", "open_tab"))
+    collector = ContextCollector(
+        index, recent, sources=("bm25", "recent_edit", "recent_view", "open_tab")
+    )
     collector.open("web/src/lib/format.js", "function formatPrice(cents) {\n  return cents;\n}\n")
     chunks = collector.collect(text, len(text), "py/pay.py", "python", 2048, count)
     kinds = {(c.kind, c.path) for c in chunks}
-    assert ("bm25", "web/src/lib/format.js") in kinds or ("open_tab", "web/src/lib/format.js") in kinds
-    assert ("recent_edit", "scratch/edit.py") in kinds and ("recent_view", "scratch/view.py") in kinds
+    assert ("bm25", "web/src/lib/format.js") in kinds or (
+        "open_tab",
+        "web/src/lib/format.js",
+    ) in kinds
+    assert ("recent_edit", "scratch/edit.py") in kinds and (
+        "recent_view",
+        "scratch/view.py",
+    ) in kinds
 
 
 def test_budget_is_respected_and_order_is_by_path_and_line(index: WorkspaceIndex) -> None:
@@ -90,14 +107,18 @@ def test_choice_is_stable_while_typing_in_a_block(index: WorkspaceIndex) -> None
     far = VIEW + "\n" * 40
     moved = collector.collect(far, len(far), "py/app/render.py", "python", 512, count)
     assert isinstance(moved, list)  # a new block: recomputed (may or may not differ)
-    fresh = ContextCollector(index).collect(VIEW, len(VIEW) - 1, "py/app/render.py", "python", 512, count)
+    fresh = ContextCollector(index).collect(
+        VIEW, len(VIEW) - 1, "py/app/render.py", "python", 512, count
+    )
     assert fresh == first  # deterministic: same input, same chunks
 
 
 def test_index_change_refreshes_the_choice(index: WorkspaceIndex, repo: Path) -> None:
     collector = ContextCollector(index, sources=("imported_definition",))
     before = collector.collect(VIEW, len(VIEW) - 1, "py/app/render.py", "python", 1024, count)
-    (repo / "py/app/util.py").write_text("def slugify(text: str, sep: str = '-') -> str:\n    return sep\n")
+    (repo / "py/app/util.py").write_text(
+        "def slugify(text: str, sep: str = '-') -> str:\n    return sep\n"
+    )
     index.update(repo / "py/app/util.py")
     after = collector.collect(VIEW, len(VIEW) - 1, "py/app/render.py", "python", 1024, count)
     assert before != after and any("sep: str" in c.text for c in after)

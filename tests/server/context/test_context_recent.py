@@ -23,7 +23,11 @@ def test_similar_windows_replace_each_other_and_capacity_bounds() -> None:
     assert [c.path for c in recent.entries()] == ["b.py"]
     for i, name in enumerate(["c.py", "d.py", "e.py", "f.py"]):
         recent.note(name, f"unique_{i} words_{i} here_{i}\n", 0, "recent_view")
-    assert [c.path for c in recent.entries()] == ["f.py", "e.py", "d.py"]  # newest first, oldest dropped
+    assert [c.path for c in recent.entries()] == [
+        "f.py",
+        "e.py",
+        "d.py",
+    ]  # newest first, oldest dropped
     recent.forget("e.py")
     assert [c.path for c in recent.entries()] == ["f.py", "d.py"]
 

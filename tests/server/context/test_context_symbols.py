@@ -46,7 +46,11 @@ def test_python_definitions_signatures_docstrings_and_no_locals() -> None:
 
 def test_javascript_and_typescript() -> None:
     ts = 'import { a, b as c } from "./m";\nimport D from "../d";\nexport class K { run(): void {} }\nexport interface I {}\n'
-    assert names(ts, "typescript") == {"K": ("class", ""), "run": ("method", "K"), "I": ("type", "")}
+    assert names(ts, "typescript") == {
+        "K": ("class", ""),
+        "run": ("method", "K"),
+        "I": ("type", ""),
+    }
     assert parse("f", ts, "typescript").imports == [
         Import(module="./m", names=("a", "b")),
         Import(module="../d", names=("D",)),
@@ -60,14 +64,22 @@ def test_javascript_and_typescript() -> None:
 def test_go_rust_java() -> None:
     go = 'package p\nimport (\n\t"fmt"\n\tx "a/b"\n)\n// T is a thing.\ntype T struct{}\nfunc (t *T) M() {}\nconst C = 1\n'
     symbols = parse("f.go", go, "go")
-    assert {d.name: d.kind for d in symbols.definitions} == {"T": "type", "M": "method", "C": "constant"}
+    assert {d.name: d.kind for d in symbols.definitions} == {
+        "T": "type",
+        "M": "method",
+        "C": "constant",
+    }
     assert next(d for d in symbols.definitions if d.name == "T").doc == "// T is a thing."
     assert [i.module for i in symbols.imports] == ["fmt", "a/b"]
     rust = "mod geo;\nuse crate::geo::{Point, shapes::Circle};\npub trait Area { fn area(&self) -> f64; }\nimpl Area for Point { fn area(&self) -> f64 { 0.0 } }\n"
     symbols = parse("lib.rs", rust, "rust")
     assert ("Area", "type", "") in {(d.name, d.kind, d.parent) for d in symbols.definitions}
     assert ("area", "method", "Point") in {(d.name, d.kind, d.parent) for d in symbols.definitions}
-    assert [i.module for i in symbols.imports] == ["crate::geo::Point", "crate::geo::shapes::Circle", "self::geo"]
+    assert [i.module for i in symbols.imports] == [
+        "crate::geo::Point",
+        "crate::geo::shapes::Circle",
+        "self::geo",
+    ]
     java = "package a;\nimport static b.C.d;\nimport e.F;\n/** G. */\nclass G { G() {} int h(int x) { return x; } }\n"
     symbols = parse("G.java", java, "java")
     assert {(d.name, d.kind) for d in symbols.definitions} >= {("G", "class"), ("h", "method")}
@@ -77,7 +89,12 @@ def test_go_rust_java() -> None:
 def test_c_and_cpp() -> None:
     c = '#include "a.h"\n#include <stdio.h>\n#define N 4\nstruct s { int x; };\nstruct s use;\nint proto(int);\nstatic int f(int a) { return a; }\n'
     symbols = parse("f.c", c, "c")
-    assert {d.name: d.kind for d in symbols.definitions} == {"N": "constant", "s": "type", "proto": "function", "f": "function"}
+    assert {d.name: d.kind for d in symbols.definitions} == {
+        "N": "constant",
+        "s": "type",
+        "proto": "function",
+        "f": "function",
+    }
     assert [i.module for i in symbols.imports] == ["a.h", "stdio.h"]
     cpp = "namespace ns {\nclass K { public: int m() const; };\nint free_fn(double d) { return 0; }\n}\n"
     found = {(d.name, d.kind, d.parent) for d in parse("f.cpp", cpp, "cpp").definitions}
@@ -91,7 +108,14 @@ def test_broken_code_still_yields_what_it_can() -> None:
 
 @pytest.mark.parametrize(
     ("filename", "language"),
-    [("a.py", "python"), ("b.tsx", "tsx"), ("c.h", "c"), ("d.hpp", "cpp"), ("e.rs", "rust"), ("f.txt", None)],
+    [
+        ("a.py", "python"),
+        ("b.tsx", "tsx"),
+        ("c.h", "c"),
+        ("d.hpp", "cpp"),
+        ("e.rs", "rust"),
+        ("f.txt", None),
+    ],
 )
 def test_languages_by_extension(filename: str, language: str | None) -> None:
     assert language_of(filename) == language
