@@ -140,8 +140,9 @@ import sys
 sys.path.insert(0, {source!r})
 sys.path.insert(0, {gguf_py!r})
 import convert_hf_to_gguf as convert
+import conversion.base
 # A home-made tokenizer is not in the converter's list of known pre-tokenizers.
-convert.TextModel.get_vocab_base_pre = lambda self, tokenizer: {pre!r}
+conversion.base.TextModel.get_vocab_base_pre = lambda self, tokenizer: {pre!r}
 sys.argv = ["convert_hf_to_gguf.py", {checkpoint!r}, "--outfile", {out!r}, "--outtype", "f16"]
 convert.main()
 """

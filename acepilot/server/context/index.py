@@ -200,7 +200,7 @@ class WorkspaceIndex:
             ):
                 return False
         try:  # outside the lock: the slow part; one odd file must not stop the rest
-            symbols = parse(rel, text, language, keep_doc=False)
+            symbols = parse(rel, text, language, compact=True)
             parts = list(windows(text))
             chunk_lines = np.array(
                 [(w.start_line, w.end_line) for w in parts], dtype=np.int32

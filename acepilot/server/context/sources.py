@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from acepilot.server.context.chunks import identifiers, jaccard, sub_words, windows
 from acepilot.server.context.index import WorkspaceIndex
 from acepilot.server.context.recent import RecentChunks
-from acepilot.server.context.symbols import Definition, Import
+from acepilot.server.context.symbols import MAX_SIGNATURE, Definition, Import
 
 MAX_PER_NAME = 2  # definitions kept per ambiguous name (near-cursor source)
 MAX_MEMBERS = 24  # member signatures in a class summary
@@ -124,7 +124,7 @@ class Sources:
         if definition.kind in ("class", "type") and self.index is not None:
             indent = " " * 4
             members = [
-                indent + d.signature
+                indent + (d.signature or self._one_line(request, d))
                 for d in self.index.definitions_in(definition.path)
                 if d.parent == definition.name
                 and definition.start_line < d.start_line <= definition.end_line
@@ -133,6 +133,12 @@ class Sources:
                 text = "\n".join([text, *members[:MAX_MEMBERS]])
                 end = definition.end_line
         return text, end
+
+    def _one_line(self, request: Request, definition: Definition) -> str:
+        """A definition's signature read from its file, whitespace collapsed (the index keeps none)."""
+        end = max(definition.start_line, definition.signature_end_line)
+        text = " ".join(self.lines(request, definition.path, definition.start_line, end).split())
+        return text[:MAX_SIGNATURE].rstrip(" {:")
 
     # --- imported definitions ------------------------------------------------------------------
 

@@ -255,7 +255,7 @@ class _Walker:
         self.path, self.source, self.language = path, source, language
         self.out = FileSymbols()
         self.depth = 0
-        self.keep_doc = True
+        self.compact = False
         self.importer: Callable[[Node], None] = IMPORTERS.get(language, lambda node: None).__get__(
             self
         )
@@ -297,8 +297,8 @@ class _Walker:
                         path=self.path,
                         start_line=node.start_point.row,
                         end_line=node.end_point.row,
-                        signature=_signature(node, self.source),
-                        doc=_doc(node, self.language) if self.keep_doc else "",
+                        signature=_signature(node, self.source) if not self.compact else "",
+                        doc=_doc(node, self.language) if not self.compact else "",
                         parent=sys.intern(parent),
                         signature_end_line=_signature_end(node, kind),
                         header_end_line=_header_end(node, self.language),
@@ -360,8 +360,8 @@ class _Walker:
                     path=self.path,
                     start_line=node.start_point.row,
                     end_line=node.end_point.row,
-                    signature=_signature(node, self.source),
-                    doc=_doc(node, self.language) if self.keep_doc else "",
+                    signature=_signature(node, self.source) if not self.compact else "",
+                    doc=_doc(node, self.language) if not self.compact else "",
                     signature_end_line=node.start_point.row,
                     header_end_line=min(node.end_point.row, node.start_point.row + 3),
                 )
@@ -505,16 +505,16 @@ def _descendants(node: Node, types: tuple[str, ...]) -> list[Node]:
     return found
 
 
-def parse(path: str, text: str, language: str, keep_doc: bool = True) -> FileSymbols:
+def parse(path: str, text: str, language: str, compact: bool = False) -> FileSymbols:
     """Definitions and imports of `text` (the file `path`, workspace-relative) in `language`.
 
-    The index passes keep_doc=False: documentation is read back from the file when a
-    definition is shown, so 100,000 definitions do not each hold a copy of it.
+    The index passes compact=True (no `signature`, no `doc`): a definition's text is read
+    back from its file when it is shown, so 100,000 definitions do not each hold a copy.
     """
     source = text.encode("utf-8", errors="replace")
     tree = parser_for(language).parse(source)
     walker = _Walker(path, source, language)
-    walker.keep_doc = keep_doc
+    walker.compact = compact
     walker.walk(tree.root_node, "", True)
     if language == "rust":  # `mod x;` declarations are imports too (handled on their own)
         for node in tree.root_node.named_children:

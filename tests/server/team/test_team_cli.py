@@ -68,6 +68,11 @@ def test_cli_errors_are_clear(team_registry: Path, tmp_path: Path) -> None:
         "team-server", "--registry", str(team_registry), "--model", "tiny", "--tls-cert", "x"
     )
     assert half_tls.returncode == 2 and "--tls-key" in half_tls.stderr
+    for option in ("--client-timeout", "--deadline"):
+        endless = run_cli(
+            "team-server", "--registry", str(team_registry), "--model", "tiny", option, "inf"
+        )
+        assert endless.returncode == 2 and "finite number > 0" in endless.stderr
     revoke = run_cli(
         "team-server", "token", "revoke", "ghost", "--tokens-db", str(tmp_path / "t.db")
     )
