@@ -496,14 +496,24 @@ class Sizer:
         return {"p50": pct(0.5), "p95": pct(0.95), "max_k": float(max(loads))}
 
     def largest_load(self, target: float = TARGET_S) -> int:
-        """The most typing developers one replica serves within the target (0: none)."""
-        k = 0
-        while (
-            k < 400
-            and percentile([r.latency for r in self.replica(k + 1) if r.waited], 0.95) <= target
-        ):
-            k += 1
-        return k
+        """The most typing developers one replica serves within the target (0: none).
+
+        Doubling, then bisection: p95 grows with the load (up to simulation noise).
+        """
+
+        def ok(k: int) -> bool:
+            waited = [r.latency for r in self.replica(k) if r.waited]
+            return percentile(waited, 0.95) <= target
+
+        if not ok(1):
+            return 0
+        good, bad = 1, 2
+        while bad <= 512 and ok(bad):
+            good, bad = bad, bad * 2
+        while bad - good > 1:
+            mid = (good + bad) // 2
+            good, bad = (mid, bad) if ok(mid) else (good, mid)
+        return good
 
     def replicas_for(self, devs: int, active: float, target: float = TARGET_S) -> int | None:
         """The fewest replicas whose pooled p95 is within the target (None: not reachable)."""

@@ -15,6 +15,8 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # the repository's `bench`
 
+import itertools
+
 from bench.team_sim import (
     ReplicaConfig,
     Request,
@@ -98,9 +100,9 @@ def test_typist_follows_the_replay_model() -> None:
     rate = len(requests) / 60
     assert 4 < rate < 12  # 60-120 ms per character, pauses after lines and words
     assert all(r.cancel_at > r.sent for r in requests)
-    gaps = [b.sent - a.sent for a, b in zip(requests, requests[1:], strict=False)]
+    gaps = [b.sent - a.sent for a, b in itertools.pairwise(requests)]
     assert min(gaps) >= 0.06 - 1e-9
-    same = [(a, b) for a, b in zip(requests, requests[1:], strict=False) if a.epoch == b.epoch]
+    same = [(a, b) for a, b in itertools.pairwise(requests) if a.epoch == b.epoch]
     assert all(b.chars > a.chars for a, b in same)  # the cursor only moves on
 
 
