@@ -55,6 +55,8 @@ SETTINGS = (
     "topP",
     "contextTokens",
     "snippetTokens",
+    "workspaceContext",
+    "workspaceContextTokens",
     "maxLines",
     "debounceMs",
     "timeoutMs",

@@ -23,6 +23,8 @@ export interface ExtensionSettings {
   debounceMs?: unknown;
   threads?: unknown;
   telemetry?: unknown;
+  workspaceContext?: unknown;
+  workspaceContextTokens?: unknown;
 }
 
 /** What the server reads (server/lsp/config.py CHECKS). */
@@ -40,6 +42,8 @@ export interface ServerSettings {
   debounceMs: number | null;
   threads: number | null;
   telemetry: boolean;
+  workspaceContext: boolean;
+  workspaceContextTokens: number | null;
 }
 
 /** The configuration section, and the SecretStorage key of the team token. */
@@ -95,6 +99,8 @@ export function toServerSettings(raw: ExtensionSettings, token: string | undefin
     debounceMs: finite(raw.debounceMs),
     threads: finite(raw.threads),
     telemetry: raw.telemetry !== false,
+    workspaceContext: raw.workspaceContext !== false,
+    workspaceContextTokens: finite(raw.workspaceContextTokens),
   };
 }
 

@@ -287,6 +287,8 @@ class AcepilotClient implements vscode.Disposable {
       debounceMs: config.get("debounceMs"),
       threads: config.get("threads"),
       telemetry: config.get("telemetry"),
+      workspaceContext: config.get("workspaceContext"),
+      workspaceContextTokens: config.get("workspaceContextTokens"),
     };
   }
 

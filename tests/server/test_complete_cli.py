@@ -87,6 +87,76 @@ def test_complete_in_the_middle_of_a_line_prompts_like_the_editor(
     assert result["prompt_tokens"] == len(engine.encode(HEADER + prefix))
 
 
+GEOMETRY = '''def scale_vector(vector, factor):
+    """Multiply each component of `vector` by `factor`."""
+    return [component * factor for component in vector]
+'''
+APP = """from pkg.geometry import scale_vector
+from hidden import leaked_secret_helper
+
+
+def main(values):
+    doubled = scale_vector(values, 2)
+    shifted = leaked_secret_helper(doubled)
+    result = """
+
+
+def write_workspace(root: Path) -> Path:
+    """app.py imports pkg/geometry.py and hidden.py, which .gitignore excludes."""
+    (root / "pkg").mkdir(parents=True)
+    (root / "pkg" / "geometry.py").write_text(GEOMETRY, encoding="utf-8")
+    (root / "hidden.py").write_text("def leaked_secret_helper(v):\n    return v\n", "utf-8")
+    (root / ".gitignore").write_text("hidden.py\n", encoding="utf-8")
+    app = root / "app.py"
+    app.write_text(APP, encoding="utf-8")
+    return app
+
+
+def test_workspace_context_and_explain(
+    built_tiny_registry,  # noqa: F811
+    tmp_path,
+    capsys,
+) -> None:
+    app = write_workspace(tmp_path / "ws")
+    line, column = end_of_file(APP)
+    args = ["complete", str(app), "--line", str(line), "--column", str(column)]
+    args += ["--registry", str(built_tiny_registry), "--max-tokens", "4"]
+    args += ["--workspace", str(tmp_path / "ws"), "--explain"]
+    assert main([*args, "--json"]) == 0
+    result = json.loads(capsys.readouterr().out)
+    parts = result["parts"]
+    kinds = [part["kind"] for part in parts]
+    assert kinds[-1] == "prefix" and "header" in kinds
+    assert kinds.index("context") < kinds.index("header")  # other files first, stable head
+    context = [part for part in parts if part["kind"] == "context"]
+    definition = [part for part in context if "def scale_vector(vector, factor):" in part["text"]]
+    assert definition and definition[0]["path"] == "pkg/geometry.py"
+    assert definition[0]["source"] in ("imported_definition", "near_cursor_symbol")
+    assert all(part["tokens"] > 0 for part in parts)
+    assert not any(part["path"] == "hidden.py" for part in parts)  # .gitignore'd: never indexed
+    assert parts[-1]["text"].endswith("    result = ")
+
+    assert main(args) == 0  # the plain --explain: a line per part, then the completion
+    printed = capsys.readouterr().out
+    assert f"=== context {definition[0]['source']} pkg/geometry.py:1-" in printed
+    assert "=== prefix app.py (" in printed and "=== completion\n" in printed
+    assert "leaked_secret_helper(v):" not in printed
+
+    # Without --workspace: no index, today's prompt (header first).
+    plain_args = [a for a in args if a not in ("--workspace", str(tmp_path / "ws"))]
+    assert main([*plain_args, "--json"]) == 0
+    parts = json.loads(capsys.readouterr().out)["parts"]
+    assert [part["kind"] for part in parts] == ["header", "prefix"]
+
+
+def test_workspace_must_be_a_directory(built_tiny_registry, tmp_path, capsys) -> None:  # noqa: F811
+    path = write_source(tmp_path)
+    args = ["complete", str(path), "--line", "1", "--column", "1"]
+    args += ["--registry", str(built_tiny_registry), "--workspace", str(tmp_path / "nope")]
+    assert main(args) != 0
+    assert "not a directory (--workspace)" in capsys.readouterr().err
+
+
 def test_the_console_script_runs_end_to_end(built_tiny_registry, tmp_path) -> None:  # noqa: F811
     path = write_source(tmp_path)
     line, column = end_of_file(SOURCE)

@@ -3,7 +3,10 @@
 A headless editor (acepilot/server/lsp/headless.py): the file goes through the
 language server's own pipeline (same prompt, same stop, same post-processing),
 so the printed completion is the ghost text an editor shows for the same text
-and cursor with the same model and settings.
+and cursor with the same model and settings. `--workspace DIR` indexes DIR and
+adds the editor's workspace context (acepilot/server/context/); `--explain`
+prints the prompt's parts with their source and token count before the
+completion: what a user debugging a bad suggestion wants to see.
 """
 
 from __future__ import annotations
@@ -11,7 +14,7 @@ from __future__ import annotations
 import argparse
 import json
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from acepilot.server.commands.options import (
     add_model,
@@ -19,6 +22,9 @@ from acepilot.server.commands.options import (
     non_negative_float,
     positive_int,
 )
+
+if TYPE_CHECKING:
+    from acepilot.server.lsp.prompt import PromptPart
 
 
 def register(subparsers: argparse._SubParsersAction[Any]) -> None:
@@ -61,6 +67,22 @@ def register(subparsers: argparse._SubParsersAction[Any]) -> None:
         "--root", type=Path, help="the workspace folder (default: the current directory)"
     )
     parser.add_argument(
+        "--workspace",
+        type=Path,
+        help=(
+            "index this folder (as the editor does its workspace) and add its cross-file "
+            "context to the prompt; it is also the root"
+        ),
+    )
+    parser.add_argument(
+        "--explain",
+        action="store_true",
+        help=(
+            "print the prompt's parts (prefix, suffix, each context chunk with its file, "
+            "kind and token count) before the completion"
+        ),
+    )
+    parser.add_argument(
         "--json",
         action="store_true",
         help="print a JSON object with the completion, finish reason, token counts and timings",
@@ -92,15 +114,26 @@ def run_complete(args: argparse.Namespace) -> int:
     }
     root = args.root or Path.cwd()
     done = complete_file(
-        path=args.path, text=text, line=line, column=column, settings=settings, root=root
+        path=args.path,
+        text=text,
+        line=line,
+        column=column,
+        settings=settings,
+        root=root,
+        workspace=args.workspace,
     )
     if not args.json:
+        if args.explain:
+            print(explain(done.parts), end="")
+            print("=== completion")
         print(done.text)
         return 0
     result = done.result
+    extra = {"parts": [part_json(part) for part in done.parts]} if args.explain else {}
     print(
         json.dumps(
             {
+                **extra,
                 "completion": done.text,
                 "model": done.model,
                 "finish_reason": result.finish_reason if result else None,
@@ -112,3 +145,29 @@ def run_complete(args: argparse.Namespace) -> int:
         )
     )
     return 0
+
+
+def part_json(part: PromptPart) -> dict[str, Any]:
+    """One prompt part for `--explain --json`."""
+    return {
+        "kind": part.kind,
+        "source": part.source,
+        "path": part.path,
+        "start_line": part.start_line,
+        "end_line": part.end_line,
+        "tokens": part.tokens,
+        "text": part.text,
+    }
+
+
+def explain(parts: tuple[PromptPart, ...]) -> str:
+    """The prompt's parts in prompt order, each under a line naming its source and size."""
+    out = []
+    for part in parts:
+        where = part.path
+        if part.start_line is not None and part.end_line is not None:
+            where += f":{part.start_line + 1}-{part.end_line + 1}"
+        label = part.kind if part.kind == part.source else f"{part.kind} {part.source}"
+        out.append(f"=== {label} {where} ({part.tokens} tokens)\n")
+        out.append(part.text if part.text.endswith("\n") or not part.text else part.text + "\n")
+    return "".join(out)

@@ -18,7 +18,15 @@ from dataclasses import dataclass, field
 from acepilot.server.context.chunks import identifiers, jaccard, sub_words, windows
 from acepilot.server.context.index import WorkspaceIndex
 from acepilot.server.context.recent import RecentChunks
-from acepilot.server.context.symbols import MAX_SIGNATURE, Definition, Import
+from acepilot.server.context.symbols import MAX_SIGNATURE, Definition, Import, language_of
+
+# Languages whose files help each other's prompts (the rest: only the same language).
+FAMILIES = {"typescript": "javascript", "tsx": "javascript", "cpp": "c"}
+
+
+def family(language: str | None) -> str | None:
+    return FAMILIES.get(language, language) if language is not None else None
+
 
 MAX_PER_NAME = 2  # definitions kept per ambiguous name (near-cursor source)
 MAX_MEMBERS = 24  # member signatures in a class summary
@@ -214,7 +222,11 @@ class Sources:
 
     def _recent(self, request: Request, kind: str) -> Iterator[Candidate]:
         words = frozenset(identifiers(request.query))
+        wanted = family(request.language)
         for chunk in self.recent.entries():
+            # Another language's window is noise in this prompt (a JS edit in a Python prompt).
+            if family(language_of(chunk.path)) != wanted:
+                continue
             if chunk.kind == kind and chunk.path != request.path:
                 yield Candidate(
                     chunk.path,

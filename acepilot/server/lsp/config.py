@@ -65,6 +65,10 @@ class Config:
     top_p: float = 1.0
     context_tokens: int = 1024  # prompt budget: header + snippets + prefix (+ FIM suffix)
     snippet_tokens: int = 256  # of which snippets from other open documents (0: none)
+    workspace_context: bool = True  # index the workspace folders for cross-file context
+    workspace_context_tokens: int = (
+        384  # of which workspace context (0: none; see lsp/workspace.py)
+    )
     max_lines: int = 16  # most lines of a multi-line completion
     debounce_ms: int = 40  # wait for typing to pause before asking the model
     timeout_ms: int = 10_000  # generation deadline (0: none)
@@ -205,6 +209,8 @@ CHECKS: dict[str, tuple[str, Any]] = {
     "topP": ("top_p", _float_range(0.0, 1.0, open_low=True)),
     "contextTokens": ("context_tokens", _int_range(16, 32768)),
     "snippetTokens": ("snippet_tokens", _int_range(0, 16384)),
+    "workspaceContext": ("workspace_context", _bool),
+    "workspaceContextTokens": ("workspace_context_tokens", _int_range(0, 16384)),
     "maxLines": ("max_lines", _int_range(1, 500)),
     "debounceMs": ("debounce_ms", _int_range(0, 5000)),
     "timeoutMs": ("timeout_ms", _int_range(0, 600_000)),

@@ -8,7 +8,10 @@ editor shows for the same text and cursor (tests/server/test_complete_cli.py
 checks it against a real `acepilot serve`).
 
 Differences are only those of a single request: no debounce, no generation
-deadline, no other open documents (so no snippets).
+deadline, no other open documents (so no snippets). With `workspace` (the CLI's
+`--workspace DIR`) the folder is indexed first (waiting for the walk, which the
+editor never does) and the prompt gets the same workspace context as the
+editor's; without it, no index and no workspace context.
 """
 
 from __future__ import annotations
@@ -22,9 +25,11 @@ from acepilot.server.errors import AcepilotError
 from acepilot.server.lsp import pipeline
 from acepilot.server.lsp.backends import Result
 from acepilot.server.lsp.documents import line_content, split_lines
+from acepilot.server.lsp.prompt import PromptPart
 from acepilot.server.lsp.session import Session
 
 MAX_FILE_BYTES = 32 << 20
+INDEX_WAIT_S = 600.0  # the CLI waits this long for the workspace's first walk
 LANGUAGE_IDS = {
     ".py": "python",
     ".pyi": "python",
@@ -60,6 +65,8 @@ class HeadlessCompletion:
     model: str
     device: str
     result: Result | None  # the backend's generation (None: none ran)
+    parts: tuple[PromptPart, ...] = ()  # the prompt's parts with their source (--explain)
+    prompt_text: str = ""  # the prompt as the model got it
 
 
 class Quiet:
@@ -131,25 +138,42 @@ def complete_file(
     column: int,
     settings: dict[str, Any],
     root: Path | None = None,
+    workspace: Path | None = None,
 ) -> HeadlessCompletion:
     """The completion at 0-based (line, code-point column) of `text`, as the editor's.
 
     `settings`: the language server's settings (camelCase, acepilot/server/protocol.py);
-    `root`: the workspace folder (default: the file's directory).
+    `root`: the workspace folder (default: the file's directory);
+    `workspace`: index this folder for cross-file context (it is then also the root).
     """
-    return asyncio.run(_complete(path, text, line, column, settings, root))
+    return asyncio.run(_complete(path, text, line, column, settings, workspace or root, workspace))
 
 
 async def _complete(
-    path: Path, text: str, line: int, column: int, settings: dict[str, Any], root: Path | None
+    path: Path,
+    text: str,
+    line: int,
+    column: int,
+    settings: dict[str, Any],
+    root: Path | None,
+    indexed: Path | None,
 ) -> HeadlessCompletion:
     notifier = Quiet()
     session = Session(notifier)
-    workspace = (root or path.parent).resolve()
-    session.roots = lambda: [str(workspace)]
-    if not session.apply_settings({"debounceMs": 0, "timeoutMs": 0, **settings}, "command line"):
+    folder = (root or path.parent).resolve()
+    session.roots = lambda: [str(folder)]
+    chosen = {"debounceMs": 0, "timeoutMs": 0, **settings}
+    if indexed is None:
+        chosen["workspaceContext"] = False
+    if not session.apply_settings(chosen, "command line"):
         raise AcepilotError(notifier.errors[-1])
     try:
+        if indexed is not None:
+            if not indexed.is_dir():
+                raise AcepilotError(f"{indexed}: not a directory (--workspace)")
+            session.start_workspace()
+            loop = asyncio.get_running_loop()
+            await loop.run_in_executor(None, session.workspace.wait, INDEX_WAIT_S)
         session.start_loading()
         await session.backend_ready.wait()
         backend = session.backend
@@ -176,6 +200,8 @@ async def _complete(
             model=backend.model,
             device=backend.device,
             result=results[-1] if results else None,
+            parts=session.last_prompt.parts if session.last_prompt else (),
+            prompt_text=session.last_prompt.text if session.last_prompt else "",
         )
     finally:
         await session.close()

@@ -10,7 +10,8 @@ with one job and typed dataclasses in and out (docs/lsp.md draws it):
 2. trigger.py      typing-ahead answers at once (the user typed what was shown);
                    else single or multi-line, stop sequences, when to stop early
 3. context.py      snippets from other open documents (on a worker thread)
-   prompt.py       header + snippets + prefix (+ FIM suffix) within the token budget
+   workspace.py    cross-file context from the workspace index (acepilot/server/context/)
+   prompt.py       context + header + snippets + prefix (+ FIM suffix) within the token budget
 4. cache.py        an LRU of model outputs; else debounce, then
    backends/       the local engine or a remote server, cancelled by the next keystroke
 5. postprocess.py  cut to the block, drop what the suffix already has
@@ -31,17 +32,20 @@ import time
 from dataclasses import dataclass, replace
 
 from acepilot.server.lsp.backends import Backend, BackendError, Request, Result, Ticket
+from acepilot.server.lsp.config import Config
 from acepilot.server.lsp.documents import Document
 from acepilot.server.lsp.postprocess import postprocess
-from acepilot.server.lsp.prompt import Prompt, build_prompt
+from acepilot.server.lsp.prompt import CONTEXT_SHARE, Prompt, build_prompt
 from acepilot.server.lsp.session import Session
 from acepilot.server.lsp.snapshot import Snapshot, take_snapshot
 from acepilot.server.lsp.stats import RequestRecord
 from acepilot.server.lsp.trigger import Trigger, decide
+from acepilot.server.lsp.workspace import document_window
 from acepilot.server.protocol import STATE_READY
 
 log = logging.getLogger(__name__)
 _ids = itertools.count(1)
+CONTEXT_HEADER_TOKENS = 32  # kept for the current file's header when sizing the context
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -134,10 +138,16 @@ async def run_stages(
 async def build(
     session: Session, document: Document, snapshot: Snapshot, backend: Backend
 ) -> Prompt:
-    """Stage 3: snippets and the prompt, on a worker thread (tokenizing is CPU work)."""
+    """Stage 3: snippets, workspace context and the prompt, on a worker thread (CPU work)."""
     config = session.config
     count = session.counter
     neighbours = session.context.neighbours(session.documents, document)
+    workspace = session.workspace
+    budget = workspace_budget(config) if workspace.active else 0
+    # On the event loop: the text as of this request (bounded around the cursor).
+    text, offset = (
+        document_window(document.lines, snapshot.line, snapshot.column) if budget else ("", 0)
+    )
 
     def work() -> Prompt:
         snippets = session.context.snippets(
@@ -148,15 +158,36 @@ async def build(
             config=config,
             count=count,
         )
-        return build_prompt(
-            replace(snapshot.prompt, snippets=snippets),
+        chunks = (
+            workspace.collect(snapshot.uri, text, offset, document.language_id, budget, count)
+            if budget
+            else []
+        )
+        prompt = build_prompt(
+            replace(snapshot.prompt, snippets=snippets, context=chunks),
             config.context_tokens,
             count,
             backend.fim,
             backend.suffix_field,
+            getattr(backend, "repo_format", None),
         )
+        used = [part for part in prompt.parts if part.kind == "context"]
+        workspace.last_chunks = len(used)
+        workspace.last_tokens = sum(part.tokens for part in used)
+        return prompt
 
-    return await asyncio.get_running_loop().run_in_executor(session.cpu, work)
+    prompt = await asyncio.get_running_loop().run_in_executor(session.cpu, work)
+    session.last_prompt = prompt
+    return prompt
+
+
+def workspace_budget(config: Config) -> int:
+    """Tokens offered to the workspace context: the setting, within 3/4 of the prompt budget
+    less the open-tab snippets' share (prompt.py drops context that would crowd out the code)."""
+    if not config.workspace_context:
+        return 0
+    room = config.context_tokens * (CONTEXT_SHARE - 1) // CONTEXT_SHARE - config.snippet_tokens
+    return max(0, min(config.workspace_context_tokens, room - CONTEXT_HEADER_TOKENS))
 
 
 async def generate(

@@ -37,9 +37,13 @@ import re
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
-from acepilot.server.fim import FimFormat
+from acepilot.server.fim import FimFormat, RepoFormat
 from acepilot.server.lsp.languages import Language
+
+if TYPE_CHECKING:  # the context package imports numpy, bm25s, tree-sitter: only when used
+    from acepilot.server.context import ContextChunk
 
 WORD = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 WINDOW_LINES = 12  # lines per snippet window
@@ -52,6 +56,7 @@ CUT_STEP = 16  # the prefix head moves in steps of this many lines
 SUFFIX_SHARE = 4  # FIM: the suffix gets at most 1/SUFFIX_SHARE of the budget
 CHARS_PER_TOKEN = 3  # estimate when no tokenizer is at hand (remote backend)
 MAX_CACHED_CHARS = 512  # TokenCounter caches the counts of texts up to this long
+CONTEXT_SHARE = 4  # workspace context + header + snippets: at most 3/CONTEXT_SHARE of the budget
 
 
 class TokenCounter:
@@ -195,6 +200,24 @@ class PromptInput:
     line_suffix: str  # the cursor line after the cursor
     after: Sequence[str] = ()  # lines after the cursor line (FIM suffix)
     snippets: Sequence[Snippet] = ()
+    context: Sequence[ContextChunk] = ()  # workspace context (lsp/workspace.py), by (path, line)
+
+
+@dataclass(frozen=True)
+class PromptPart:
+    """One part of the prompt and where it came from (`acepilot complete --explain`).
+
+    kind: "context" (a workspace chunk; `source` says which: imported_definition, bm25, ...),
+    "open_tab" (a snippet of another open document), "header", "prefix" or "suffix".
+    """
+
+    kind: str
+    source: str
+    path: str
+    tokens: int
+    text: str
+    start_line: int | None = None
+    end_line: int | None = None
 
 
 @dataclass(frozen=True)
@@ -205,6 +228,33 @@ class Prompt:
     fim: bool = False
     snippet_paths: tuple[str, ...] = field(default_factory=tuple)
     suffix: str | None = None  # the API's `suffix` field (remote FIM); None: not sent
+    parts: tuple[PromptPart, ...] = ()  # what the text is made of, in order (explain, stats)
+
+
+def context_files(chunks: Sequence[ContextChunk]) -> list[tuple[str, list[ContextChunk]]]:
+    """The chunks grouped by file, in their (path, line) order: one header per file."""
+    files: dict[str, list[ContextChunk]] = {}
+    for chunk in chunks:
+        files.setdefault(chunk.path, []).append(chunk)
+    return list(files.items())
+
+
+def render_context(
+    chunks: Sequence[ContextChunk], language: Language, repo: RepoFormat | None
+) -> str:
+    """Workspace context: the model's repository-level format if it has one, else path comments.
+
+    repo: `file_sep + path + "\n" + content` per file (fim.py RepoFormat); otherwise a
+    commented `Path:` header above the file's chunks, as the current file's own header.
+    """
+    out = []
+    for path, group in context_files(chunks):
+        content = "".join(chunk.text.rstrip("\n") + "\n" for chunk in group)
+        if repo is not None:
+            out.append(repo.render_file(path, content))
+        else:
+            out.append(language.comment_line(f"Path: {path}") + "\n" + content)
+    return "".join(out)
 
 
 def build_prompt(
@@ -213,11 +263,14 @@ def build_prompt(
     count: Callable[[str], int],
     fim: FimFormat | None = None,
     separate_suffix: bool = False,
+    repo: RepoFormat | None = None,
 ) -> Prompt:
-    """Header + snippets + the prefix cut at a line boundary (+ FIM suffix) within `budget`.
+    """Context + header + snippets + the prefix cut at a line boundary (+ FIM suffix) within `budget`.
 
     `fim`: the suffix goes into the prompt between the model's FIM tokens;
-    `separate_suffix`: it is returned apart (`Prompt.suffix`) for the API's field.
+    `separate_suffix`: it is returned apart (`Prompt.suffix`) for the API's field;
+    `repo`: the model's repository-level format, for the workspace context (and then the
+    current file's header is `file_sep + path`, as in the model's training data).
     """
     header = render_header(data.path, data.language)
     snippets = "".join(render_snippet(snippet, data.language) for snippet in data.snippets)
@@ -226,6 +279,14 @@ def build_prompt(
         snippets, used = "", count(header)
         if used >= budget // 2:
             header, used = "", 0
+    context = render_context(data.context, data.language, repo) if data.context else ""
+    context_tokens = count(context) if context else 0
+    if context and used + context_tokens > budget * (CONTEXT_SHARE - 1) // CONTEXT_SHARE:
+        context, context_tokens = "", 0  # the allocator's budget was for a bigger prompt
+    if context and repo is not None and header:
+        header = repo.render_file(data.path, "")
+        used = count(header) + count(snippets)
+    used += context_tokens
 
     suffix_text = ""
     if fim is not None or separate_suffix:
@@ -256,14 +317,60 @@ def build_prompt(
     prefix_lines = list(data.before[start:])
     prefix = "".join(line + "\n" for line in prefix_lines) + line_prefix
     tokens = budget - room
-    body = header + snippets + prefix
+    body = context + header + snippets + prefix
     paths = tuple(dict.fromkeys(snippet.path for snippet in data.snippets)) if snippets else ()
+    parts = prompt_parts(data, count, context=bool(context), header=header, snippets=bool(snippets))
+    parts += (PromptPart("prefix", "prefix", data.path, count(prefix), prefix),)
+    if fim is not None or separate_suffix:
+        parts += (PromptPart("suffix", "suffix", data.path, count(suffix_text), suffix_text),)
     if fim is not None:
         text = fim.render(body, suffix_text)  # PSM or SPM, as the manifest says
-        return Prompt(text, data.first_line + start, tokens, True, paths)
+        return Prompt(text, data.first_line + start, tokens, True, paths, None, parts)
     if separate_suffix:
-        return Prompt(body, data.first_line + start, tokens, True, paths, suffix_text)
-    return Prompt(body, data.first_line + start, tokens, False, paths)
+        return Prompt(body, data.first_line + start, tokens, True, paths, suffix_text, parts)
+    return Prompt(body, data.first_line + start, tokens, False, paths, None, parts)
+
+
+def prompt_parts(
+    data: PromptInput,
+    count: Callable[[str], int],
+    *,
+    context: bool,
+    header: str,
+    snippets: bool,
+) -> tuple[PromptPart, ...]:
+    """The parts before the prefix, in prompt order, each with its source and token count."""
+    parts: list[PromptPart] = []
+    if context:
+        for chunk in data.context:
+            parts.append(
+                PromptPart(
+                    "context",
+                    chunk.kind,
+                    chunk.path,
+                    chunk.tokens,
+                    chunk.text,
+                    chunk.start_line,
+                    chunk.end_line,
+                )
+            )
+    if header:
+        parts.append(PromptPart("header", "header", data.path, count(header), header))
+    if snippets:
+        for snippet in data.snippets:
+            text = render_snippet(snippet, data.language)
+            parts.append(
+                PromptPart(
+                    "open_tab",
+                    "open_tab",
+                    snippet.path,
+                    count(text),
+                    text,
+                    snippet.start,
+                    snippet.start + len(snippet.lines) - 1,
+                )
+            )
+    return tuple(parts)
 
 
 def fit_suffix(data: PromptInput, budget: int, count: Callable[[str], int]) -> tuple[str, int]:

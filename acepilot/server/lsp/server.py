@@ -36,6 +36,7 @@ from acepilot.server.lsp.stats import Stats, plain
 from acepilot.server.lsp.transport import parse_error
 
 log = logging.getLogger(__name__)
+MAX_WATCHED_EVENTS = 10_000  # file events handled per notification (a checkout of a big branch)
 
 
 class AcepilotServer(LanguageServer):
@@ -89,6 +90,30 @@ class AcepilotServer(LanguageServer):
             return []
         roots = [to_fs_path(folder.uri) or "" for folder in workspace.folders.values()]
         return [*roots, workspace.root_path or ""]
+
+    async def watch_files(self) -> None:
+        """Ask the client to report file changes (didChangeWatchedFiles) where it can register them."""
+        caps = self.client_capabilities.workspace
+        watched = caps.did_change_watched_files if caps is not None else None
+        if watched is None or not watched.dynamic_registration:
+            return
+        options = types.DidChangeWatchedFilesRegistrationOptions(
+            watchers=[types.FileSystemWatcher(glob_pattern="**/*")]
+        )
+        registration = types.Registration(
+            id="acepilot-watch",
+            method=types.WORKSPACE_DID_CHANGE_WATCHED_FILES,
+            register_options=options,
+        )
+        try:
+            await asyncio.wait_for(
+                self.client_register_capability_async(
+                    types.RegistrationParams(registrations=[registration])
+                ),
+                5,
+            )
+        except Exception as exc:  # the index then follows didSave only
+            log.info("file watching not registered (%s)", type(exc).__name__)
 
     async def pull_settings(self) -> None:
         caps = self.client_capabilities.workspace
@@ -172,7 +197,22 @@ async def initialized(ls: AcepilotServer, params: types.InitializedParams) -> No
         ls.show_error(message)
     ls._pending_messages.clear()
     await ls.pull_settings()
+    ls.session.start_workspace()  # background threads: returns at once
     ls.session.start_loading()
+    if ls.session.workspace.active:
+        ls.session._spawn(ls.watch_files())
+
+
+def did_save(ls: AcepilotServer, params: types.DidSaveTextDocumentParams) -> None:
+    ls.session.did_save(params.text_document.uri)
+
+
+def did_change_watched_files(ls: AcepilotServer, params: types.DidChangeWatchedFilesParams) -> None:
+    events = [
+        (change.uri, change.type == types.FileChangeType.Deleted)
+        for change in params.changes[:MAX_WATCHED_EVENTS]
+    ]
+    ls.session.watched_files(events)
 
 
 async def did_change_configuration(
@@ -209,6 +249,7 @@ def stats(ls: AcepilotServer, params: Any) -> dict[str, Any]:
     """The counters (acepilot/server/lsp/stats.py); `{"reset": true}` starts new ones after answering."""
     backend = ls.session.backend
     snapshot = ls.session.stats.snapshot(backend.in_flight_tokens if backend is not None else 0)
+    snapshot["workspace"] = ls.session.workspace.counts()  # counts only, never code or paths
     params = plain(params)
     if isinstance(params, dict) and params.get("reset") is True:
         ls.session.stats = Stats()
@@ -229,6 +270,8 @@ def create_server() -> AcepilotServer:
     ls.feature(types.INITIALIZE)(initialize)
     ls.feature(types.INITIALIZED)(initialized)
     ls.feature(types.WORKSPACE_DID_CHANGE_CONFIGURATION)(did_change_configuration)
+    ls.feature(types.TEXT_DOCUMENT_DID_SAVE)(did_save)
+    ls.feature(types.WORKSPACE_DID_CHANGE_WATCHED_FILES)(did_change_watched_files)
     ls.feature(types.TEXT_DOCUMENT_INLINE_COMPLETION, types.InlineCompletionOptions())(
         inline_completion
     )

@@ -37,14 +37,16 @@ from acepilot.server.lsp.cache import LruCache, TypingAhead
 from acepilot.server.lsp.config import Config, ConfigError
 from acepilot.server.lsp.context import ContextIndex
 from acepilot.server.lsp.documents import Change, DocumentError, DocumentStore, repair
-from acepilot.server.lsp.prompt import TokenCounter
+from acepilot.server.lsp.prompt import Prompt, TokenCounter
 from acepilot.server.lsp.stats import GenerationRecord, Issued, Stats, TelemetrySender, parse_event
+from acepilot.server.lsp.workspace import WorkspaceContext
 from acepilot.server.production import POLL_S
 
 log = logging.getLogger(__name__)
 
 RESYNC_REPEAT_S = 2.0  # a stale document's completion requests repeat the ask at most this often
 MAX_PATH_CHARS = 256  # of a path in the prompt header (the URI is the client's)
+RECENT_LINES = 64  # lines after an edit handed to the recent-edits buffer (its window: 24)
 
 
 class Notifier(Protocol):
@@ -81,6 +83,11 @@ class Session:
         self.ahead = TypingAhead()
         self.cache = LruCache(256)
         self.context = ContextIndex(self.relative_path)
+        self.workspace = WorkspaceContext()  # started by `start_workspace` (initialize)
+        self.last_prompt: Prompt | None = None  # the last prompt built (`complete --explain`)
+        self.workspace_started = (
+            False  # `start_workspace` ran (initialize, or the CLI's --workspace)
+        )
         self.stats = Stats()
         self.issued = Issued()
         self.telemetry: TelemetrySender | None = None
@@ -99,6 +106,9 @@ class Session:
             self.documents.open(uri, language_id, version, text)
         except DocumentError as exc:
             log.warning("cannot open a document: %s", exc)
+            return
+        if self.workspace.active and self.config.workspace_context:
+            self.workspace.noted(uri, lambda: text, 0, "recent_view")
 
     def did_change(self, uri: str, version: int | None, changes: list[Change]) -> None:
         document = self.documents.find(uri)
@@ -115,6 +125,53 @@ class Session:
                 self.ask_resync(uri)
         elif self._resync_asked.pop(uri, None) is not None:
             log.info("document resynchronised (version %s)", document.version)
+        if (
+            not document.stale
+            and changes
+            and self.workspace.active
+            and self.config.workspace_context
+        ):
+            line = changes[-1].start[0] if changes[-1].start is not None else 0
+            # The lines up to the window's end are enough (not the whole document per keystroke).
+            head = document.lines[: line + RECENT_LINES]
+            self.workspace.noted(uri, lambda: "".join(head), line, "recent_edit")
+
+    # ---- workspace context (lsp/workspace.py) ---------------------------------------------
+
+    def start_workspace(self) -> None:
+        """Index the workspace folders in the background, if the setting says so (never blocks)."""
+        self.workspace_started = True
+        if self.config.workspace_context and not self.workspace.active:
+            self.workspace.start(self.roots())
+
+    def did_save(self, uri: str) -> None:
+        """didSave: re-index the file on a worker thread (parsing is CPU work)."""
+        if self.workspace.active:
+            self._submit(self.workspace.saved, uri)
+
+    def watched_files(self, events: list[tuple[str, bool]]) -> None:
+        """didChangeWatchedFiles: (uri, deleted) pairs, re-indexed or removed on a worker thread."""
+        if not self.workspace.active:
+            return
+        workspace = self.workspace
+
+        def work() -> None:
+            for uri, deleted in events:
+                if deleted:
+                    workspace.deleted(uri)
+                else:
+                    workspace.saved(uri)
+
+        self._submit(work)
+
+    def _submit(self, work: Callable[..., None], *args: Any) -> None:
+        with contextlib.suppress(RuntimeError):  # the pool is shut down: exiting
+            self.cpu.submit(work, *args)
+
+    def _stop_workspace(self) -> None:
+        workspace, self.workspace = self.workspace, WorkspaceContext()
+        if workspace.active:
+            self._submit(workspace.close)
 
     def did_close(self, uri: str) -> None:
         """Forget everything keyed by the document: memory returns after close."""
@@ -180,6 +237,11 @@ class Session:
             return False
         reload = new.backend_key() != self.config.backend_key()
         self.config = new
+        if self.workspace_started and new.workspace_context != self.workspace.active:
+            if new.workspace_context:
+                self.workspace.start(self.roots())
+            else:
+                self._stop_workspace()
         if reload and self.loading is not None:  # before `initialized`, loading starts there
             self.start_loading()
         return True
@@ -379,6 +441,8 @@ class Session:
         sender, self.telemetry = self.telemetry, None
         if sender is not None:
             await asyncio.get_running_loop().run_in_executor(None, sender.close)
+        workspace, self.workspace = self.workspace, WorkspaceContext()
+        await asyncio.get_running_loop().run_in_executor(None, workspace.close)
         if self.backend is not None:
             await self.backend.close()
 
@@ -394,6 +458,9 @@ class Session:
                 await backend.close()
         for task in list(self._background):
             task.cancel()
+        workspace, self.workspace = self.workspace, WorkspaceContext()
+        with contextlib.suppress(Exception):
+            await asyncio.get_running_loop().run_in_executor(None, workspace.close)
         self.cpu.shutdown(wait=False, cancel_futures=True)
 
     def _spawn(self, coroutine: Any) -> None:

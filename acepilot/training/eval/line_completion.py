@@ -558,28 +558,17 @@ def onnx_token_losses(
     """
     from tqdm import tqdm
 
-    from acepilot.server.build.codegen_graph import CodeGenShape
-    from acepilot.server.build.graph_io import GraphStepper
+    from acepilot.server.build.graph_io import GraphStepper, ManifestLayout
 
     manifest = entry.manifest
-    config = dict(manifest["config"])
-    shape = CodeGenShape(
-        vocab_size=config["vocab_size"],
-        n_embd=config["n_embd"],
-        n_layer=config["n_layer"],
-        n_head=config["n_head"],
-        rotary_dim=config["rotary_dim"],
-        n_positions=config["n_positions"],
-        layer_norm_epsilon=config["layer_norm_epsilon"],
-        activation=config["activation"],
-    )
+    shape = ManifestLayout.of(manifest)  # any family: KV heads may be fewer than heads
     stepper = GraphStepper(entry.graph_path, shape, manifest["graph"]["kv_dtype"], "cpu")
     total, count = 0.0, 0
     windows = list(windows)
     bar = tqdm(total=sum(len(w) - 1 for w in windows), desc="perplexity", disable=not progress)
     for window in windows:
-        if len(window) > shape.n_positions:
-            raise ValueError(f"window of {len(window)} tokens exceeds {shape.n_positions}")
+        if len(window) > shape.max_length:
+            raise ValueError(f"window of {len(window)} tokens exceeds {shape.max_length}")
         for position in range(len(window) - 1):
             logits = stepper([int(window[position])], position).astype(np.float64)
             top = logits.max()

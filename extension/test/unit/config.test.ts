@@ -36,6 +36,8 @@ test("every setting in package.json is mapped or is a launch setting", () => {
     "acepilot.telemetry",
     "acepilot.temperature",
     "acepilot.threads",
+    "acepilot.workspaceContext",
+    "acepilot.workspaceContextTokens",
   ]);
 });
 
@@ -54,6 +56,8 @@ test("the manifest's defaults map to the server's defaults", () => {
       debounceMs: d["acepilot.debounceMs"],
       threads: d["acepilot.threads"],
       telemetry: d["acepilot.telemetry"],
+      workspaceContext: d["acepilot.workspaceContext"],
+      workspaceContextTokens: d["acepilot.workspaceContextTokens"],
     },
     undefined,
   );
@@ -73,6 +77,8 @@ test("the manifest's defaults map to the server's defaults", () => {
     debounceMs: 0,
     threads: null,
     telemetry: true,
+    workspaceContext: true,
+    workspaceContextTokens: 384,
   });
 });
 
@@ -101,6 +107,8 @@ test("a full configuration maps to the server's keys, with the token from secret
       debounceMs: 75,
       threads: 4,
       telemetry: false,
+      workspaceContext: false,
+      workspaceContextTokens: 512,
     },
     " s3cret ",
   );
@@ -118,6 +126,8 @@ test("a full configuration maps to the server's keys, with the token from secret
     debounceMs: 75,
     threads: 4,
     telemetry: false,
+    workspaceContext: false,
+    workspaceContextTokens: 512,
   });
 });
 
@@ -135,6 +145,8 @@ test("empty strings and wrong types become null (the server's default), not an i
       debounceMs: Number.POSITIVE_INFINITY,
       threads: null,
       telemetry: "no",
+      workspaceContext: "no",
+      workspaceContextTokens: "all",
     },
     "",
   );
@@ -152,6 +164,8 @@ test("empty strings and wrong types become null (the server's default), not an i
     debounceMs: null,
     threads: null,
     telemetry: true,
+    workspaceContext: true,
+    workspaceContextTokens: null,
   });
 });
 

@@ -85,6 +85,20 @@ def test_bm25_open_tabs_and_recent_sources(index: WorkspaceIndex) -> None:
     ) in kinds
 
 
+def test_recent_windows_of_another_language_stay_out(index: WorkspaceIndex) -> None:
+    text = "def total(cents):\n    return cents\n"
+    recent = RecentChunks()
+    recent.note("scratch/edit.js", "function editedInJs() { return 1; }\n", 0, "recent_edit")
+    recent.note("scratch/edit.ts", "function editedInTs(): number { return 1; }\n", 0)
+    recent.note("scratch/edit.py", "def edited_in_python(): ...\n", 0, "recent_edit")
+    collector = ContextCollector(index, recent, sources=("recent_edit",))
+    chunks = collector.collect(text, len(text), "py/pay.py", "python", 2048, count)
+    assert {c.path for c in chunks} == {"scratch/edit.py"}
+    js = "function total(cents) {\n  return cents;\n}\n"
+    chunks = collector.collect(js, len(js), "web/pay.js", "javascript", 2048, count)
+    assert {c.path for c in chunks} == {"scratch/edit.js", "scratch/edit.ts"}  # one family
+
+
 def test_budget_is_respected_and_order_is_by_path_and_line(index: WorkspaceIndex) -> None:
     collector = ContextCollector(index)
     for budget in (16, 64, 256, 1024):

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from acepilot.server.fim import FimFormat
+from acepilot.server.context import ContextChunk
+from acepilot.server.fim import FimFormat, RepoFormat
 from acepilot.server.lsp.languages import language
 from acepilot.server.lsp.prompt import (
     CUT_STEP,
@@ -130,3 +131,72 @@ def test_fim_in_spm_order() -> None:
     prompt = build_prompt(data, 200, count, fim)
     assert prompt.text.startswith("<fim_prefix><fim_suffix>\n\nprint(f(1))<fim_middle># Path: a.py")
     assert prompt.text.endswith("def f(x):\n    return ")
+
+
+def context_chunks() -> list[ContextChunk]:
+    """Two chunks of one file and one of another, as the collector returns them: by (path, line)."""
+
+    def chunk(path: str, start: int, text: str) -> ContextChunk:
+        lines = text.count("\n")
+        return ContextChunk(
+            path=path,
+            kind="imported_definition",
+            text=text,
+            tokens=count(text),
+            score=1.0,
+            start_line=start,
+            end_line=start + lines,
+        )
+
+    return [
+        chunk("pkg/a.py", 0, "def alpha(x):"),
+        chunk("pkg/a.py", 10, "def beta(y):"),
+        chunk("pkg/b.py", 3, "class Gamma:"),
+    ]
+
+
+def test_workspace_context_as_path_comments_before_the_header() -> None:
+    data = PromptInput("app.py", language("python"), [], 0, "x = ", "", context=context_chunks())
+    prompt = build_prompt(data, 1000, count)
+    assert prompt.text.startswith(
+        "# Path: pkg/a.py\ndef alpha(x):\ndef beta(y):\n# Path: pkg/b.py\nclass Gamma:\n"
+        "# Path: app.py\n# Language: python\n"
+    )
+    kinds = [(part.kind, part.source, part.path) for part in prompt.parts]
+    assert kinds == [
+        ("context", "imported_definition", "pkg/a.py"),
+        ("context", "imported_definition", "pkg/a.py"),
+        ("context", "imported_definition", "pkg/b.py"),
+        ("header", "header", "app.py"),
+        ("prefix", "prefix", "app.py"),
+    ]
+
+
+def test_workspace_context_in_the_models_repository_format() -> None:
+    repo = RepoFormat.from_manifest({"file_sep": "<file_sep>"})
+    assert repo is not None
+    data = PromptInput("app.py", language("python"), [], 0, "x = ", "", context=context_chunks())
+    prompt = build_prompt(data, 1000, count, repo=repo)
+    assert prompt.text == (
+        "<file_sep>pkg/a.py\ndef alpha(x):\ndef beta(y):\n"
+        "<file_sep>pkg/b.py\nclass Gamma:\n"
+        "<file_sep>app.py\nx = "
+    )
+
+
+def test_workspace_context_that_would_crowd_out_the_code_is_dropped() -> None:
+    big = [
+        ContextChunk(
+            path="pkg/big.py",
+            kind="bm25",
+            text="word " * 400,
+            tokens=401,
+            score=1.0,
+            start_line=0,
+            end_line=0,
+        )
+    ]
+    data = PromptInput("app.py", language("python"), ["a = 1"], 0, "x = ", "", context=big)
+    prompt = build_prompt(data, 200, count)
+    assert "pkg/big.py" not in prompt.text and prompt.text.endswith("a = 1\nx = ")
+    assert not any(part.kind == "context" for part in prompt.parts)

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from acepilot.server.errors import AcepilotError
-from acepilot.server.fim import FimFormat
+from acepilot.server.fim import FimFormat, RepoFormat
 
 log = logging.getLogger(__name__)
 
@@ -105,6 +105,7 @@ class Backend(Protocol):
     model: str  # what the status bar shows
     device: str
     fim: FimFormat | None  # FIM special tokens written into the prompt (local models)
+    repo_format: RepoFormat | None  # repository-level format of workspace context (local models)
     suffix_field: bool  # FIM through the API's `suffix` field (remote)
     in_flight_tokens: int  # pieces streamed by the generation in progress (stats)
     # Called on the event loop with every generation's Result, also one that was

@@ -32,6 +32,7 @@ class LocalBackend:
         self.model = f"{engine.entry.name} {engine.entry.version}"
         self.device = str(getattr(engine, "device", "cpu"))
         self.fim = engine.entry.fim
+        self.repo_format = getattr(engine.entry, "repo_format", None)
         self.in_flight_tokens = 0
         self.observer: Observer | None = None
         self._executor = concurrent.futures.ThreadPoolExecutor(

@@ -16,7 +16,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from acepilot.server.fim import FimFormat
+from acepilot.server.fim import FimFormat, RepoFormat
 from acepilot.server.lsp.backends.base import BackendError, Observer, Request, Result, Ticket
 from acepilot.server.lsp.config import Config
 from acepilot.server.lsp.prompt import estimate_tokens
@@ -114,6 +114,7 @@ class RemoteBackend:
     kind = "remote"
     device = "remote"
     fim: FimFormat | None = None
+    repo_format: RepoFormat | None = None  # the team server formats nothing: path comments
     PROBE_RETRY_S = 30.0
 
     def __init__(self, config: Config) -> None:

@@ -1,0 +1,149 @@
+"""Workspace context in a real `acepilot serve` session (issue 17): the index started on initialize.
+
+The workspace folder is written by each test; the backend is the stub team
+server (lsp_helpers.Stub), which records the prompts it is sent, so the tests
+read exactly what the model would have been given.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+from typing import Any
+
+import pytest
+from lsp_helpers import Stub, get_stats, inline, items_of, open_doc, remote_options, running_server
+from lsprotocol import types
+
+pytestmark = pytest.mark.timeout(180)
+
+GEOMETRY = '''"""Vectors."""
+
+
+def scale_vector(vector, factor):
+    """Multiply each component of `vector` by `factor`."""
+    return [component * factor for component in vector]
+'''
+HIDDEN = """def leaked_secret_helper(value):
+    return value + 1
+"""
+APP = """from pkg.geometry import scale_vector
+from hidden import leaked_secret_helper
+
+
+def main(values):
+    doubled = scale_vector(values, 2)
+    shifted = leaked_secret_helper(doubled)
+    result = """
+
+
+def write_workspace(root: Path) -> Path:
+    """A small repository: app.py imports pkg/geometry.py (not opened) and an ignored file."""
+    (root / "pkg").mkdir()
+    (root / "pkg" / "__init__.py").write_text("", encoding="utf-8")
+    (root / "pkg" / "geometry.py").write_text(GEOMETRY, encoding="utf-8")
+    (root / "hidden.py").write_text(HIDDEN, encoding="utf-8")
+    (root / ".gitignore").write_text("hidden.py\n", encoding="utf-8")
+    app = root / "app.py"
+    app.write_text(APP, encoding="utf-8")
+    return app
+
+
+def end_of(text: str) -> tuple[int, int]:
+    lines = text.split("\n")
+    return len(lines) - 1, len(lines[-1])
+
+
+async def wait_indexed(client: Any, files: int, timeout: float = 120) -> dict[str, Any]:
+    """Poll `acepilot/stats` until the first walk is over (the counts say so)."""
+    deadline = asyncio.get_running_loop().time() + timeout
+    while True:
+        workspace = (await get_stats(client))["workspace"]
+        if not workspace["indexing"] and workspace["files"] >= files:
+            return workspace
+        if asyncio.get_running_loop().time() > deadline:
+            raise AssertionError(f"not indexed within {timeout} s: {workspace}")
+        await asyncio.sleep(0.05)
+
+
+async def test_prompt_holds_the_definition_of_an_import_from_a_file_not_open(
+    stub: Stub, tmp_path: Path
+) -> None:
+    app = write_workspace(tmp_path)
+    stub.reply = lambda body: "0"
+    async with running_server("visual_studio_code", remote_options(stub), tmp_path) as (
+        client,
+        _,
+        _,
+    ):
+        workspace = await wait_indexed(client, files=2)  # __init__.py is empty: not indexed
+        assert workspace["folders"] == 1
+        open_doc(client, app.as_uri(), APP)
+        line, column = end_of(APP)
+        assert items_of(await inline(client, app.as_uri(), line, column))
+        prompt = stub.bodies[-1]["prompt"]
+        assert "def scale_vector(vector, factor):" in prompt
+        assert "# Path: pkg/geometry.py" in prompt  # no repository format: a path comment
+        assert prompt.index("pkg/geometry.py") < prompt.index("# Path: app.py")
+        assert "leaked_secret_helper(value)" not in prompt  # .gitignore'd: never indexed
+        stats = (await get_stats(client))["workspace"]
+        assert stats["last_chunks"] >= 1 and stats["last_tokens"] > 0
+        assert set(stats) == {"folders", "files", "indexing", "last_chunks", "last_tokens"}
+
+        # A file saved later is indexed (didSave), and its definitions reach the prompt.
+        (tmp_path / "pkg" / "units.py").write_text(
+            "def meters_to_feet(meters):\n    return meters * 3.28084\n", encoding="utf-8"
+        )
+        text = "from pkg.units import meters_to_feet\n\n\nheight = "
+        other = tmp_path / "other.py"
+        other.write_text(text, encoding="utf-8")
+        client.text_document_did_save(
+            types.DidSaveTextDocumentParams(
+                text_document=types.TextDocumentIdentifier(uri=(tmp_path / "pkg/units.py").as_uri())
+            )
+        )
+        client.workspace_did_change_watched_files(
+            types.DidChangeWatchedFilesParams(
+                changes=[types.FileEvent(uri=other.as_uri(), type=types.FileChangeType.Created)]
+            )
+        )
+        await wait_indexed(client, files=4)
+        open_doc(client, other.as_uri(), text)
+        line, column = end_of(text)
+        await inline(client, other.as_uri(), line, column)
+        assert "def meters_to_feet(meters):" in stub.bodies[-1]["prompt"]
+
+
+async def test_setting_off_keeps_todays_prompt(stub: Stub, tmp_path: Path) -> None:
+    app = write_workspace(tmp_path)
+    options = remote_options(stub, workspaceContext=False)
+    async with running_server("visual_studio_code", options, tmp_path) as (client, _, _):
+        open_doc(client, app.as_uri(), APP)
+        line, column = end_of(APP)
+        await inline(client, app.as_uri(), line, column)
+        assert stub.bodies[-1]["prompt"].startswith("# Path: app.py\n# Language: python\n")
+        assert (await get_stats(client))["workspace"]["folders"] == 0
+
+
+async def test_completions_are_answered_while_indexing_runs(stub: Stub, tmp_path: Path) -> None:
+    app = write_workspace(tmp_path)
+    bulk = tmp_path / "bulk"
+    for group in range(60):  # 6,000 files: seconds of indexing on any machine
+        folder = bulk / f"g{group}"
+        folder.mkdir(parents=True)
+        for number in range(100):
+            (folder / f"m{number}.py").write_text(
+                f"def function_{group}_{number}(x):\n    return x + {number}\n", encoding="utf-8"
+            )
+    async with running_server("visual_studio_code", remote_options(stub), tmp_path) as (
+        client,
+        _,
+        _,
+    ):
+        open_doc(client, app.as_uri(), APP)
+        line, column = end_of(APP)
+        answered = items_of(await inline(client, app.as_uri(), line, column))
+        workspace = (await get_stats(client))["workspace"]
+        assert answered and [item.insert_text for item in answered] == ["42"]
+        assert workspace["indexing"] is True, workspace  # the answer did not wait for the walk
+        assert workspace["files"] < 6000
