@@ -333,9 +333,13 @@ def simulate_replica(
 
     def admit() -> None:
         while queue:
+            request = queue[0]
+            if request.cancel_at <= now:  # `_expire_queue` (lazily: the FIFO order is the same)
+                queue.popleft()
+                request.cancelled = True
+                continue
             if sum(1 for r in rows if r.gen is not None) >= config.max_batch:
                 return
-            request = queue[0]
             row = choose_row(request.dev)
             if row is None:
                 return
@@ -369,9 +373,6 @@ def simulate_replica(
         while arrivals < len(order) and order[arrivals].sent <= now:
             queue.append(order[arrivals])
             arrivals += 1
-        for request in [r for r in queue if r.cancel_at <= now]:
-            queue.remove(request)
-            request.cancelled = True
         admit()
         if not any(row.gen is not None for row in rows):
             if arrivals >= len(order):
@@ -508,7 +509,7 @@ class Sizer:
         if not ok(1):
             return 0
         good, bad = 1, 2
-        while bad <= 512 and ok(bad):
+        while bad <= 256 and ok(bad):
             good, bad = bad, bad * 2
         while bad - good > 1:
             mid = (good + bad) // 2
@@ -815,8 +816,15 @@ def validate(args: argparse.Namespace, times: StepTimes) -> str:
     # Which replica each developer reached (per-token counters), for the simulation.
     placement = []
     for name in names:
-        key = f'acepilot_token_requests_total{{token="{name}"}}'
-        seen = [a.get(key, 0) - b.get(key, 0) for a, b in zip(after, before, strict=True)]
+
+        def count(values: dict[str, float], name: str = name) -> float:
+            return sum(
+                v
+                for k, v in values.items()
+                if k.startswith("acepilot_token_requests_total{") and f'token="{name}"' in k
+            )
+
+        seen = [count(a) - count(b) for a, b in zip(after, before, strict=True)]
         placement.append(seen.index(max(seen)))
     real = [r for schedule in schedules for r in schedule]
     simulated = [

@@ -46,7 +46,7 @@ log = logging.getLogger(__name__)
 
 RESYNC_REPEAT_S = 2.0  # a stale document's completion requests repeat the ask at most this often
 MAX_PATH_CHARS = 256  # of a path in the prompt header (the URI is the client's)
-RECENT_LINES = 64  # lines after an edit handed to the recent-edits buffer (its window: 24)
+RECENT_LINES = 64  # lines each side of an edit handed to the recent-edits buffer (its window: 24)
 
 
 class Notifier(Protocol):
@@ -85,9 +85,8 @@ class Session:
         self.context = ContextIndex(self.relative_path)
         self.workspace = WorkspaceContext()  # started by `start_workspace` (initialize)
         self.last_prompt: Prompt | None = None  # the last prompt built (`complete --explain`)
-        self.workspace_started = (
-            False  # `start_workspace` ran (initialize, or the CLI's --workspace)
-        )
+        # `start_workspace` ran (initialize, or the CLI's --workspace): settings may toggle it.
+        self.workspace_started = False
         self.stats = Stats()
         self.issued = Issued()
         self.telemetry: TelemetrySender | None = None
@@ -132,9 +131,11 @@ class Session:
             and self.config.workspace_context
         ):
             line = changes[-1].start[0] if changes[-1].start is not None else 0
-            # The lines up to the window's end are enough (not the whole document per keystroke).
-            head = document.lines[: line + RECENT_LINES]
-            self.workspace.noted(uri, lambda: "".join(head), line, "recent_edit")
+            # The lines around the edit are enough (blank lines above keep the line numbers):
+            # not the whole document per keystroke.
+            start = max(0, line - RECENT_LINES)
+            near = "\n" * start + "".join(document.lines[start : line + RECENT_LINES])
+            self.workspace.noted(uri, lambda: near, line, "recent_edit")
 
     # ---- workspace context (lsp/workspace.py) ---------------------------------------------
 

@@ -15,6 +15,8 @@ import pytest
 from lsp_helpers import Stub, get_stats, inline, items_of, open_doc, remote_options, running_server
 from lsprotocol import types
 
+from acepilot.server.lsp.workspace import AFTER_LINES, BEFORE_LINES, HEAD_LINES, document_window
+
 pytestmark = pytest.mark.timeout(180)
 
 GEOMETRY = '''"""Vectors."""
@@ -147,3 +149,19 @@ async def test_completions_are_answered_while_indexing_runs(stub: Stub, tmp_path
         assert answered and [item.insert_text for item in answered] == ["42"]
         assert workspace["indexing"] is True, workspace  # the answer did not wait for the walk
         assert workspace["files"] < 6000
+
+
+def test_the_collector_gets_the_head_and_the_lines_around_the_cursor_of_a_huge_document() -> None:
+    lines = [f"line_{i} = {i}\n" for i in range(50_000)]
+    text, offset = document_window(lines, 30_000, 3)
+    kept = text.splitlines()
+    assert len(kept) == 30_000 + AFTER_LINES  # line numbers are the document's
+    assert (
+        kept[0] == "line_0 = 0"
+        and kept[HEAD_LINES - 1] == f"line_{HEAD_LINES - 1} = {HEAD_LINES - 1}"
+    )
+    assert kept[HEAD_LINES] == "" and kept[30_000 - BEFORE_LINES - 1] == ""
+    assert kept[30_000 - BEFORE_LINES] == f"line_{30_000 - BEFORE_LINES} = {30_000 - BEFORE_LINES}"
+    assert text[offset - 3 : offset] == "lin" and text[offset:].startswith("e_30000 = 30000")
+    small = ["a = 1\n", "b = 2\n", "c"]
+    assert document_window(small, 2, 1) == ("a = 1\nb = 2\nc", 13)
