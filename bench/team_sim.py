@@ -517,14 +517,22 @@ class Sizer:
         return good
 
     def replicas_for(self, devs: int, active: float, target: float = TARGET_S) -> int | None:
-        """The fewest replicas whose pooled p95 is within the target (None: not reachable)."""
+        """The fewest replicas whose pooled p95 is within the target.
+
+        None: not reachable (one developer alone misses it, or it takes more than four
+        replicas per typing developer).
+        """
         best = self.largest_load(target)
         if best == 0:
             return None
         lo = max(1, math.ceil(devs * active / best))
         hi = lo
+        # Past a few replicas per typing developer, only hash collisions are left to fix.
+        cap = max(1, 4 * math.ceil(devs * active))
         while self.pooled(devs, hi, active)["p95"] > target:
-            lo, hi = hi + 1, max(hi + 1, math.ceil(hi * 1.25))
+            if hi >= cap:
+                return None
+            lo, hi = hi + 1, min(cap, max(hi + 1, math.ceil(hi * 1.25)))
         while lo < hi:  # the smallest passing count in (previous failing, hi]
             mid = (lo + hi) // 2
             if self.pooled(devs, mid, active)["p95"] <= target:
@@ -827,6 +835,7 @@ def validate(args: argparse.Namespace, times: StepTimes) -> str:
         seen = [count(a) - count(b) for a, b in zip(after, before, strict=True)]
         placement.append(seen.index(max(seen)))
     real = [r for schedule in schedules for r in schedule]
+    log(f"[validate] real: {summarize(real, args.duration)}; placement {placement}")
     simulated = [
         Request(r.dev, r.sent, r.cancel_at, r.chars, r.epoch, r.start) for r in real
     ]  # same schedules, fresh outcomes

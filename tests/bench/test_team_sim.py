@@ -134,9 +134,9 @@ def test_consistent_hashing_is_sticky_and_moves_few_developers() -> None:
 def test_sizer_finds_the_fewest_replicas_and_more_for_slower_steps() -> None:
     texts = [synthetic_text(seed=i) for i in range(3)]
     config = ReplicaConfig()
-    times = StepTimes({1: 0.012, 4: 0.03, 16: 0.1}, 0.01, 0.001)
+    times = StepTimes({1: 0.004, 4: 0.006, 16: 0.012}, 0.004, 0.0002)
     fast = Sizer(times, config, texts, duration=15)
-    slow_times = StepTimes({k: v * 1.3 for k, v in times.decode.items()}, 0.013, 0.0013)
+    slow_times = StepTimes({k: v * 2 for k, v in times.decode.items()}, 0.008, 0.0004)
     slow = Sizer(slow_times, config, texts, duration=15)
     loads = fast.loads(200, 7, 1.0)
     assert sum(loads.values()) == 7 and sum(k * n for k, n in loads.items()) == 200

@@ -340,7 +340,12 @@ def test_the_shipped_default_model_loads_and_completes(tmp_path: Path) -> None:
     entry = shipped.ensure_shipped(registry)
     assert entry.digest == shipped.SHIPPED_DIGEST
     assert sum(entry.file_path(n).stat().st_size for n in entry.files) < 50_000_000
-    assert entry.fim is not None and entry.repo_format is not None
+    # FIM is offered to servers only when it measured at least as well as the prefix
+    evaluation = json.loads((entry.path / "provenance" / "evaluation.json").read_text())
+    lines = evaluation["line_completion"]
+    helps = lines[WITH_SUFFIX]["exact_match"] >= lines[PREFIX_ONLY]["exact_match"]
+    assert (entry.fim is not None) == helps
+    assert entry.repo_format is not None
     engine = Engine.load(entry)
     result = engine.generate("def add(a, b):\n    return", GenerationParams(max_new_tokens=8))
     assert result.token_ids

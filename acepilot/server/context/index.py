@@ -34,7 +34,7 @@ from acepilot.server.context.chunks import windows
 from acepilot.server.context.resolve import ModuleMap
 from acepilot.server.context.retrieval import Bm25Snapshot, ChunkRef, ChunkTerms, Vocabulary
 from acepilot.server.context.symbols import Definition, FileSymbols, Import, language_of, parse
-from acepilot.server.context.workspace import IndexLimits, read_source, walk
+from acepilot.server.context.workspace import IndexLimits, admitted, read_source, walk
 
 log = logging.getLogger(__name__)
 NICE = 10  # the indexing thread's niceness increment
@@ -155,7 +155,8 @@ class WorkspaceIndex:
         rel = self.relative(path)
         if rel is None:
             return False
-        indexed = self._index_file(rel, self.root / rel)
+        # The walk's rules (.gitignore, vendored, hidden, binary, generated) hold for updates too.
+        indexed = admitted(self.root, rel, self.limits) and self._index_file(rel, self.root / rel)
         if not indexed:
             self.remove(rel)
         self._dirty.set()

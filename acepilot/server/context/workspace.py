@@ -135,6 +135,30 @@ def walk(root: Path, limits: IndexLimits) -> Iterator[tuple[str, Path, int]]:
             yield rel, path, size
 
 
+def admitted(root: Path, rel: str, limits: IndexLimits) -> bool:
+    """Would `walk` index this one file? (Updates from didSave / file watchers use the same rules.)
+
+    Its directories must not be skipped, hidden or ignored, nor the file itself by a
+    .gitignore of any directory above it; and it must look indexable.
+    """
+    parts = rel.split("/")
+    rules = IgnoreRules(root)
+    rules.load(root)
+    for depth, name in enumerate(parts[:-1]):
+        if name in limits.skip_dirs or name.startswith(".") or name == "..":
+            return False
+        prefix = "/".join(parts[: depth + 1])
+        if rules.ignored(prefix, True):
+            return False
+        rules.load(root / prefix)
+    path = root / rel
+    try:
+        size = path.stat().st_size
+    except OSError:
+        return False
+    return not rules.ignored(rel, False) and looks_indexable(path, size, limits)
+
+
 def read_source(path: Path, limits: IndexLimits) -> str | None:
     """A file's text (UTF-8, undecodable bytes replaced), or None when it is unreadable or too big."""
     try:

@@ -522,7 +522,7 @@ class BatchEngine:
         token = sample(
             logits[: self.engine.tokenizer_vocab], params.temperature, params.top_p, active.rng
         )
-        if token == self.engine.eos_token_id and not params.ignore_eos:
+        if token in self.engine.end_token_ids and not params.ignore_eos:
             self._finish(row, "eos")
             return
         active.tokens.append(token)

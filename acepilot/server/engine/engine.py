@@ -52,6 +52,7 @@ from acepilot.server.engine.generation import Generation, GenerationParams
 from acepilot.server.engine.sampling import sample
 from acepilot.server.engine.text import IncrementalDecoder, StopScanner
 from acepilot.server.errors import RegistryError
+from acepilot.server.fim import FimFormat
 from acepilot.server.registry import ModelEntry
 
 log = logging.getLogger(__name__)
@@ -81,6 +82,23 @@ class _Slot:
     buffers: dict[str, Any]  # "0.key" -> OrtValue
     binding: Any  # an IOBinding with the buffers (and the logits) bound once
     ids: list[int] = field(default_factory=list)
+
+
+def end_token_ids(
+    eos_token_id: int | None, fim: FimFormat | None, tokenizer: Any
+) -> frozenset[int]:
+    """The ids that end a generation: EOS, and the FIM format's end-of-middle tokens.
+
+    A FIM model may end the middle with a token that is not its EOS (CodeGen2's
+    `<eom>`, Qwen's `<|fim_pad|>`). Special tokens are skipped when decoding, so a
+    stop string could never match them: they must end generation by id.
+    """
+    ids = {eos_token_id} if eos_token_id is not None else set()
+    for token in fim.stop if fim is not None else ():
+        token_id = tokenizer.token_to_id(token)
+        if token_id is not None:
+            ids.add(token_id)
+    return frozenset(ids)
 
 
 class Engine:
@@ -114,6 +132,7 @@ class Engine:
         token_info = entry.manifest["tokenizer"]
         self.eos_token_id: int | None = token_info.get("eos_token_id")
         self.bos_token_id: int | None = token_info.get("bos_token_id")
+        self.end_token_ids = end_token_ids(self.eos_token_id, entry.fim, tokenizer)
         # The graph's vocabulary is padded (CodeGen: 51200 rows, ~50295 tokens):
         # ids the tokenizer cannot decode are never sampled.
         self.tokenizer_vocab = min(
@@ -354,7 +373,7 @@ class Engine:
                 reason = "cancelled"
                 break
             token = sample(logits[: self.tokenizer_vocab], params.temperature, params.top_p, rng)
-            if token == self.eos_token_id and not params.ignore_eos:
+            if token in self.end_token_ids and not params.ignore_eos:
                 reason = "eos"
                 break
             tokens.append(token)

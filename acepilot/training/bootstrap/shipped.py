@@ -28,7 +28,7 @@ if TYPE_CHECKING:
     from acepilot.server.registry import ModelEntry, Registry
 
 # files_digest of the shipped entry's files (acepilot/server/registry.py); see ship().
-SHIPPED_DIGEST = ""
+SHIPPED_DIGEST = "46d3535f8c2fdf9964ed0378336de844a39f463a3234c80547fd7d0751c636f1"
 PROVENANCE = "provenance"
 
 
@@ -126,6 +126,19 @@ def licences_text(work: Path) -> str:
     return "\n".join(lines) + "\n"
 
 
+def fim_helps(work: Path) -> bool:
+    """Whether the evaluation measured the FIM prompt at least as good as the prefix alone."""
+    from acepilot.training.bootstrap.evaluate import PREFIX_ONLY, WITH_SUFFIX
+
+    try:
+        lines = json.loads((work / "evaluate" / "results.json").read_text("utf-8"))[
+            "line_completion"
+        ]
+        return bool(lines[WITH_SUFFIX]["exact_match"] >= lines[PREFIX_ONLY]["exact_match"])
+    except (OSError, ValueError, KeyError):
+        return False
+
+
 def ship(work: Path, published: ModelEntry, out: Path | None = None) -> str:
     """Write models/acepilot-tiny from a finished bootstrap (its work dir and published
     entry) with its provenance; returns the digest to pin in SHIPPED_DIGEST."""
@@ -161,6 +174,11 @@ def ship(work: Path, published: ModelEntry, out: Path | None = None) -> str:
             for key, value in published.manifest.items()
             if key not in ("files", "name", "version", "created", "format")
         }
+        if not fim_helps(work):
+            # servers use FIM whenever the manifest offers it: offer it only when it
+            # measured at least as well as the prefix alone (the tokens stay in the
+            # tokenizer; a longer-trained model can offer them again)
+            manifest["tokenizer"] = {**manifest["tokenizer"], "fim": None}
         entry = registry.commit(staging, MODEL_NAME, manifest)
     shutil.rmtree(out, ignore_errors=True)
     out.parent.mkdir(parents=True, exist_ok=True)

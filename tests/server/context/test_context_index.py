@@ -102,6 +102,24 @@ def test_update_and_remove(repo: Path) -> None:
     assert not index.update("notes.txt")  # not a parsed language
 
 
+def test_updates_follow_the_walks_rules(repo: Path) -> None:
+    """didSave / file-watcher updates never index what the walk skips (.gitignore above all)."""
+    index = built(repo)
+    for skipped in (
+        "ignored_dir/secret.py",  # root .gitignore, a directory pattern
+        "py/app/debug.log.py",  # root .gitignore, a glob
+        "py/app/local_only.py",  # a nested .gitignore
+        "node_modules/pkg/index.js",  # vendored
+        "py/app/generated_pb2.py",  # generated
+    ):
+        assert (repo / skipped).is_file(), skipped
+        assert not index.update(repo / skipped), skipped
+        assert skipped not in index.files, skipped
+    assert index.update("py/app/models.py")  # an admitted file still updates
+    (repo / ".gitignore").write_text("py/app/models.py\n")  # newly ignored: dropped on update
+    assert not index.update("py/app/models.py") and "py/app/models.py" not in index.files
+
+
 def test_background_indexing_does_not_block_queries(tmp_path: Path) -> None:
     """Queries answer (from what is indexed so far) while the thread holds a parse in flight."""
     root = write_repo(tmp_path / "repo")

@@ -279,6 +279,22 @@ def test_eos_ends_generation_unless_ignored(built_tiny_entry, engine) -> None:  
     assert (ignored.finish_reason, ignored.token_ids) == ("length", free.token_ids)
 
 
+def test_a_fim_end_of_middle_token_ends_generation(built_tiny_entry, engine) -> None:  # noqa: F811
+    """A FIM format's stop token ends generation by id, like EOS (special tokens never
+    reach the decoded text, so a stop string could not catch them)."""
+    free = cold(engine, PROMPT, GenerationParams(max_new_tokens=8, ignore_eos=True))
+    end = free.token_ids[2]
+    end_text = engine.tokenizer.id_to_token(end)
+    fim = {"prefix": "<p>", "suffix": "<s>", "middle": "<m>", "stop": [end_text]}
+    manifest = dict(built_tiny_entry.manifest)
+    manifest["tokenizer"] = dict(manifest["tokenizer"], fim=fim)
+    patched = Engine.load(ModelEntry(built_tiny_entry.path, manifest), threads=1, verify=False)
+    assert end in patched.end_token_ids
+    stopped = patched.generate(PROMPT, GenerationParams(max_new_tokens=8))
+    assert stopped.finish_reason == "eos"
+    assert stopped.token_ids == free.token_ids[: free.token_ids.index(end)]
+
+
 def test_a_prompt_can_be_token_ids(engine) -> None:
     ids = engine.encode(PROMPT)
     assert engine.generate(ids, GREEDY).token_ids == cold(engine, PROMPT).token_ids

@@ -115,6 +115,17 @@ async def test_prompt_holds_the_definition_of_an_import_from_a_file_not_open(
         await inline(client, other.as_uri(), line, column)
         assert "def meters_to_feet(meters):" in stub.bodies[-1]["prompt"]
 
+        # Saving the .gitignore'd file (open in the editor) does not index it either.
+        client.text_document_did_save(
+            types.DidSaveTextDocumentParams(
+                text_document=types.TextDocumentIdentifier(uri=(tmp_path / "hidden.py").as_uri())
+            )
+        )
+        await wait_indexed(client, files=4)
+        assert (await get_stats(client))["workspace"]["files"] == 4
+        await inline(client, app.as_uri(), *end_of(APP))
+        assert "leaked_secret_helper(value)" not in stub.bodies[-1]["prompt"]
+
 
 async def test_setting_off_keeps_todays_prompt(stub: Stub, tmp_path: Path) -> None:
     app = write_workspace(tmp_path)
