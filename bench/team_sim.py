@@ -52,6 +52,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import base64
 import bisect
 import json
 import math
@@ -424,11 +425,14 @@ def simulate_replica(
 
 def ring(replicas: int) -> tuple[list[int], list[int]]:
     """A ketama ring: NGINX_POINTS crc32 points per server, as nginx's consistent hash."""
-    points = sorted(
-        (zlib.crc32(f"10.0.{r // 250}.{r % 250}:8000-{p}".encode()), r)
-        for r in range(replicas)
-        for p in range(NGINX_POINTS)
-    )
+    points = []
+    for replica in range(replicas):
+        server = f"10.0.{replica // 250}.{replica % 250}:8000".encode()
+        previous = 0
+        for _ in range(NGINX_POINTS):  # nginx: crc32(server, "\0", previous point)
+            previous = zlib.crc32(server + b"\0" + previous.to_bytes(4, "little"))
+            points.append((previous, replica))
+    points.sort()
     return [h for h, _ in points], [r for _, r in points]
 
 
@@ -469,7 +473,11 @@ class Sizer:
     def loads(self, devs: int, replicas: int, active: float) -> Counter[int]:
         """How many replicas hold k typing developers (k -> count)."""
         rng = random.Random(self.seed)
-        keys = [f"Bearer acp_developer_{i:05d}" for i in range(devs)]
+        # Real tokens: "acp_" + 32 random bytes, URL-safe base64 (acepilot/server/team/tokens.py).
+        keys = [
+            "Bearer acp_" + base64.urlsafe_b64encode(rng.randbytes(32)).decode().rstrip("=")
+            for _ in range(devs)
+        ]
         typing = [r for r in route(keys, replicas) if rng.random() < active]
         per = Counter(typing)
         counts = Counter(per.values())
@@ -825,14 +833,14 @@ def validate(args: argparse.Namespace, times: StepTimes) -> str:
     placement = []
     for name in names:
 
-        def count(values: dict[str, float], name: str = name) -> float:
+        def requests_of(values: dict[str, float], name: str = name) -> float:
             return sum(
                 v
                 for k, v in values.items()
                 if k.startswith("acepilot_token_requests_total{") and f'token="{name}"' in k
             )
 
-        seen = [count(a) - count(b) for a, b in zip(after, before, strict=True)]
+        seen = [requests_of(a) - requests_of(b) for a, b in zip(after, before, strict=True)]
         placement.append(seen.index(max(seen)))
     real = [r for schedule in schedules for r in schedule]
     log(f"[validate] real: {summarize(real, args.duration)}; placement {placement}")
