@@ -38,9 +38,12 @@ Replicas are independent given their developers, so a replica with k typing
 developers is simulated once per k and the pooled p95 over all replicas is
 the mixture weighted by each k's share of requests.
 
-    .venv/bin/python bench/team_sim.py --measure steps.json                     # ~1-2 min
-    .venv/bin/python bench/team_sim.py --steps steps.json --size 100 1000 10000
-    .venv/bin/python bench/team_sim.py --steps steps-1t.json --validate --devs 6 --duration 120
+    .venv/bin/python bench/team_sim.py --measure steps.json --threads 2 --size 100 1000 10000
+    .venv/bin/python bench/team_sim.py --steps steps.json --size 100 1000 10000   # reuse
+    .venv/bin/python bench/team_sim.py --measure steps-1t.json --threads 1 --validate --devs 4 --duration 90
+
+Measuring takes about a minute on an idle 2-core machine (several under load); sizing one
+to two minutes; --validate about 3.5 minutes. Tables and findings: docs/team-server.md.
 
 `--validate` runs the same typists for real: 2 team-server replicas (one
 onnxruntime thread each on this 2-core machine) behind nginx configured as
@@ -622,9 +625,7 @@ def measure_steps(
             # one joined (each joins through a one-token prefill run of its own).
             params = GenerationParams(max_new_tokens=size + tokens, ignore_eos=True)
             with batch._cond:  # all queued before the scheduler admits any
-                tickets = [
-                    batch.submit(prompt + [7], params, session=f"s{i}") for i in range(size)
-                ]
+                tickets = [batch.submit(prompt + [7], params, session=f"s{i}") for i in range(size)]
             for ticket in tickets:
                 ticket.done.wait()
             gaps = [b[0] - a[0] for a, b in itertools.pairwise(marks) if a[1] == b[1] == size]
@@ -965,9 +966,9 @@ def main() -> int:
     parser.add_argument("--sim-duration", type=float, default=120.0)
     parser.add_argument("--overhead-ms", type=float, default=5.0)
     parser.add_argument("--validate", action="store_true")
-    parser.add_argument("--devs", type=int, default=6, help="typists of --validate")
+    parser.add_argument("--devs", type=int, default=4, help="typists of --validate")
     parser.add_argument("--replicas", type=int, default=2)
-    parser.add_argument("--duration", type=float, default=120.0, help="--validate seconds")
+    parser.add_argument("--duration", type=float, default=90.0, help="--validate seconds")
     parser.add_argument("--kv-memory", default="4G")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--cache", type=Path, default=DEFAULT_CACHE)

@@ -23,12 +23,17 @@ def test_wheel_has_one_top_level_package(tmp_path: Path) -> None:
     (wheel,) = tmp_path.glob("acepilot-*.whl")
     names = zipfile.ZipFile(wheel).namelist()
     top_level = {name.split("/", 1)[0] for name in names}
-    assert top_level == {"acepilot", f"{wheel.name.split('-')[0]}-{wheel.name.split('-')[1]}.dist-info"}
+    assert top_level == {
+        "acepilot",
+        f"{wheel.name.split('-')[0]}-{wheel.name.split('-')[1]}.dist-info",
+    }
     # the subpackages travel inside it, and the console script points into it
     assert "acepilot/server/cli.py" in names
     assert "acepilot/training/cli.py" in names
     assert "acepilot/server/lsp/server.py" in names
-    entry_points = zipfile.ZipFile(wheel).read(
-        next(n for n in names if n.endswith("entry_points.txt"))
-    ).decode()
+    entry_points = (
+        zipfile.ZipFile(wheel)
+        .read(next(n for n in names if n.endswith("entry_points.txt")))
+        .decode()
+    )
     assert "acepilot = acepilot.server.cli:main" in entry_points
