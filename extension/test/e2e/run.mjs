@@ -76,7 +76,7 @@ function serverPids() {
     if (!/^\d+$/.test(name)) continue;
     try {
       const cmdline = readFileSync(`/proc/${name}/cmdline`, "utf8").split("\0");
-      if (!cmdline.includes("server.cli") || !cmdline.includes("serve")) continue;
+      if (!cmdline.includes("acepilot.server.cli") || !cmdline.includes("serve")) continue;
       const environ = readFileSync(`/proc/${name}/environ`, "utf8");
       if (environ.includes(`ACEPILOT_E2E_MARK=${config.marker}`)) pids.push(Number(name));
     } catch {
