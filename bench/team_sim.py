@@ -1,5 +1,9 @@
 """Team-server sizing (not a test): a discrete-event simulation of replicas behind nginx.
 
+Why one file over 600 lines: a benchmark script a reader runs and reads alone —
+step-time measurement, the event simulation, the sizer and the validation run
+against real replicas — kept in one file like the other bench/ scripts.
+
 How many replicas keep p95 latency within a target (300 ms) for 100, 1,000 and
 10,000 developers? Answered by simulating what the real system does, driven
 by figures measured on the running hardware:

@@ -1,5 +1,10 @@
 """The model registry: immutable, verified entries and a production pointer per name.
 
+Why one module over 600 lines: entry validation, commit and the production
+pointer are the registry's trust boundary (strict JSON, sha256, no shared inodes,
+atomic flips under one lock); they are audited together, and splitting them
+would spread that boundary over several files.
+
 Layout and manifest fields: docs/model-format.md. In short::
 
     <root>/<name>/<version>/    one immutable entry (v1, v2, ...) with manifest.json

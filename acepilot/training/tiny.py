@@ -1,5 +1,10 @@
 """Tiny CodeGen models made here, because no pretrained weights can be downloaded.
 
+Why one module over 600 lines (a split is due): it is the test suite's model
+factory, and its source hash keys the fixture cache, so every change rebuilds
+every test model; the planned split moves sample selection and the tokenizer onto
+bootstrap's stages (issue 14's note).
+
 The test suite and `acepilot demo` need CodeGen checkpoints that look exactly
 like the real ones on disk (config.json, safetensors weights, a fast
 tokenizer) but are small enough to make on a 2-core CPU in minutes:

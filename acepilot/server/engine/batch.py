@@ -1,5 +1,10 @@
 """Continuous batching: many concurrent generations share the graph's forward passes.
 
+Why one module over 600 lines: the scheduler thread, its rows and the step that
+joins, advances and retires them share one lock and one set of invariants (a row's
+KV slot, its position, its cancel flag); split apart, each half would have to
+re-check what the other guarantees.
+
 `Engine` runs one generation at a time (one lock). A team server gets many
 concurrent requests, and on every device one forward pass over 16 rows costs
 far less than 16 passes over one row (the weights are read once). The

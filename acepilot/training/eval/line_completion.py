@@ -1,5 +1,9 @@
 """In-domain line completion: exact match, edit similarity and perplexity on held-out code.
 
+Why one module over 600 lines (a split is due): positions, predictors (model,
+FIM, n-gram, repeat-line), scoring and the CLI still live together; the planned
+split is predictors and scoring into their own modules (issue 14's note).
+
 What a Copilot user feels is "did the ghost text finish my line". This module
 measures exactly that on code the model never saw: it picks cursor positions
 in held-out files (deterministically, from a seed), gives each predictor the

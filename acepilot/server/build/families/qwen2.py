@@ -11,7 +11,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from acepilot.server.build.families.llama import LlamaBuilder, rotate_half_shape
+from acepilot.server.build.families.llama import LlamaBuilder
 from acepilot.server.build.shape import ModelShape
 from acepilot.server.errors import BuildError
 
@@ -29,18 +29,7 @@ class Qwen2Builder(LlamaBuilder):
                 "config.json: use_sliding_window is true; Qwen2's per-layer sliding window "
                 "is not supported (no Qwen2.5-Coder checkpoint uses it)"
             )
-        act = config.get("hidden_act", "silu")
-        if act != "silu":
-            raise BuildError(f"config.json: hidden_act {act!r} is not supported (silu only)")
-        return rotate_half_shape(
-            config,
-            family=cls.family,
-            norm="rms_norm",
-            activation="silu",
-            epsilon_key="rms_norm_eps",
-            tie_default=False,
-            max_length=max_length,
-        )
+        return super().shape_from_config(config, directory, max_length)
 
     @classmethod
     def reference_class(cls) -> Any:
