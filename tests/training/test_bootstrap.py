@@ -28,8 +28,9 @@ from acepilot.server.cli import main
 from acepilot.server.registry import Registry
 from acepilot.training import bootstrap as bs
 from acepilot.training.bootstrap import shipped
-from acepilot.training.bootstrap.evaluate import PREFIX_ONLY, WITH_SUFFIX
+from acepilot.training.bootstrap.evaluate import PREFIX_ONLY, WITH_SUFFIX, WITH_SUFFIX_SPM
 from acepilot.training.bootstrap.pipeline import RECORD
+from acepilot.training.commands.demo_samples import SAMPLES
 
 SMALL = bs.BootstrapConfig.preset("small")
 
@@ -80,7 +81,13 @@ def test_small_bootstrap_publishes_an_evaluated_int8_model(small_run: dict[str, 
     assert set(record["licences"]["summary"]["python"]) == {"PSF-2.0"}
     evaluation = record["evaluation"]
     lines = evaluation["line_completion"]
-    assert set(lines) == {PREFIX_ONLY, WITH_SUFFIX, "bigram", "repeat previous line"}
+    assert set(lines) == {
+        PREFIX_ONLY,
+        WITH_SUFFIX,
+        WITH_SUFFIX_SPM,
+        "bigram",
+        "repeat previous line",
+    }
     languages = set(evaluation["held_out"])
     assert languages == {"python", "javascript"}
     for scores in lines.values():
@@ -198,15 +205,31 @@ def test_demo_uses_acepilot_tiny_when_no_model_is_configured(
     assert main(argv) == 0
     out = capsys.readouterr().out
     assert "acepilot-tiny v1 is production" in out
-    assert "completion by acepilot-tiny v1 (int8, cpu)" in out
-    completion = out.split("completion text: ", 1)[1].strip()
+    assert "completions by acepilot-tiny v1 (int8, cpu)" in out
+    table = out.split("| language | file | position | completion | latency |", 1)[1]
+    rows = [row for row in table.splitlines() if row.startswith("| ") and "---" not in row]
+    assert [row.split(" | ")[1] for row in rows] == [s.filename for s in SAMPLES]
+    assert {row.split(" | ")[2] for row in rows} == {"prefix only", "with suffix"}
+    assert all(row.endswith(" ms |") for row in rows)
     assert Registry(registry).production("acepilot-tiny") == "v1"
 
-    # Again: cached, same greedy completion.
+    # Again: cached, the same greedy completions.
     assert main(argv) == 0
     again = capsys.readouterr().out
     assert "(already built: cached)" in again
-    assert again.split("completion text: ", 1)[1].strip() == completion
+    completions = [row.split(" | ")[3] for row in rows]
+    table = again.split("| language | file | position | completion | latency |", 1)[1]
+    assert [r.split(" | ")[3] for r in table.splitlines()[2:]] == completions
+
+    # One position of the user's own file: the completion the editor would show there.
+    own = tmp_path / "own.py"
+    own.write_text("import os\n\n\ndef home():\n    return os.path.\n")
+    assert main(argv + ["--file", str(own), "--line", "5", "--column", "20"]) == 0
+    single = capsys.readouterr().out
+    assert "completing " + str(own) + " at line 5, column 20" in single
+    assert "completion text: " in single
+    assert main(argv + ["--line", "3"]) == 2
+    assert "--line and --column need --file" in capsys.readouterr().err
 
     # A configured model is used as is: no bootstrap.
     entry = Registry(registry).resolve("acepilot-tiny")
@@ -340,11 +363,17 @@ def test_the_shipped_default_model_loads_and_completes(tmp_path: Path) -> None:
     entry = shipped.ensure_shipped(registry)
     assert entry.digest == shipped.SHIPPED_DIGEST
     assert sum(entry.file_path(n).stat().st_size for n in entry.files) < 50_000_000
-    # FIM is offered to servers only when it measured at least as well as the prefix
+    # FIM is offered to servers only when it measured at least as well as the prefix,
+    # in the order that measured best
     evaluation = json.loads((entry.path / "provenance" / "evaluation.json").read_text())
     lines = evaluation["line_completion"]
-    helps = lines[WITH_SUFFIX]["exact_match"] >= lines[PREFIX_ONLY]["exact_match"]
+    orders = {"psm": WITH_SUFFIX, "spm": WITH_SUFFIX_SPM}
+    scores = {o: lines[name]["exact_match"] for o, name in orders.items() if name in lines}
+    best = max(scores, key=lambda o: scores[o])
+    helps = scores[best] >= lines[PREFIX_ONLY]["exact_match"]
     assert (entry.fim is not None) == helps
+    if entry.fim is not None:
+        assert entry.fim.order == best
     assert entry.repo_format is not None
     engine = Engine.load(entry)
     result = engine.generate("def add(a, b):\n    return", GenerationParams(max_new_tokens=8))

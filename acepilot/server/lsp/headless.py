@@ -17,6 +17,7 @@ editor's; without it, no index and no workspace context.
 from __future__ import annotations
 
 import asyncio
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -67,6 +68,7 @@ class HeadlessCompletion:
     result: Result | None  # the backend's generation (None: none ran)
     parts: tuple[PromptPart, ...] = ()  # the prompt's parts with their source (--explain)
     prompt_text: str = ""  # the prompt as the model got it
+    latency_ms: float = 0.0  # from the request to the reply, as the editor would wait
 
 
 class Quiet:
@@ -130,6 +132,16 @@ def cursor_position(text: str, line: int, column: int, path: Path) -> tuple[int,
     return line - 1, column - 1
 
 
+@dataclass(frozen=True, kw_only=True)
+class Position:
+    """One file and a 0-based (line, code-point column) cursor in it."""
+
+    path: Path
+    text: str
+    line: int
+    column: int
+
+
 def complete_file(
     *,
     path: Path,
@@ -146,21 +158,31 @@ def complete_file(
     `root`: the workspace folder (default: the file's directory);
     `workspace`: index this folder for cross-file context (it is then also the root).
     """
-    return asyncio.run(_complete(path, text, line, column, settings, workspace or root, workspace))
+    position = Position(path=path, text=text, line=line, column=column)
+    folder = workspace or root or path.parent
+    return asyncio.run(_complete([position], settings, folder, workspace))[0]
+
+
+def complete_files(
+    positions: list[Position], *, settings: dict[str, Any], root: Path
+) -> list[HeadlessCompletion]:
+    """Each position completed as if it were the only file open in the editor.
+
+    One session (the model loaded once) for all of them: `acepilot demo`'s tour,
+    where the time shown is the completion's, not the model's loading.
+    """
+    return asyncio.run(_complete(positions, settings, root, None))
 
 
 async def _complete(
-    path: Path,
-    text: str,
-    line: int,
-    column: int,
+    positions: list[Position],
     settings: dict[str, Any],
-    root: Path | None,
+    root: Path,
     indexed: Path | None,
-) -> HeadlessCompletion:
+) -> list[HeadlessCompletion]:
     notifier = Quiet()
     session = Session(notifier)
-    folder = (root or path.parent).resolve()
+    folder = root.resolve()
     session.roots = lambda: [str(folder)]
     chosen = {"debounceMs": 0, "timeoutMs": 0, **settings}
     if indexed is None:
@@ -176,32 +198,47 @@ async def _complete(
             await loop.run_in_executor(None, session.workspace.wait, INDEX_WAIT_S)
         session.start_loading()
         await session.backend_ready.wait()
-        backend = session.backend
-        if backend is None:
+        if session.backend is None:
             raise AcepilotError(session.backend_error or "cannot load the model")
-        results: list[Result] = []
-        observe = backend.observer
-
-        def keep(result: Result) -> None:
-            results.append(result)
-            if observe is not None:
-                observe(result)
-
-        backend.observer = keep
-        uri = path.resolve().as_uri()
-        session.did_open(uri, language_id(path), 1, text)
-        document = session.documents.get(uri)
-        query = pipeline.Query(uri=uri, line=line, character=document.to_units(line, column))
-        completion = await pipeline.complete(session, query)
-        if notifier.errors and completion is None and session.stats.errors:
-            raise AcepilotError(notifier.errors[-1].removeprefix("Acepilot: "))
-        return HeadlessCompletion(
-            text=completion.text if completion else "",
-            model=backend.model,
-            device=backend.device,
-            result=results[-1] if results else None,
-            parts=session.last_prompt.parts if session.last_prompt else (),
-            prompt_text=session.last_prompt.text if session.last_prompt else "",
-        )
+        return [await _complete_one(session, notifier, position) for position in positions]
     finally:
         await session.close()
+
+
+async def _complete_one(session: Session, notifier: Quiet, at: Position) -> HeadlessCompletion:
+    """Open the file, complete at the cursor, close it (no other document stays open)."""
+    backend = session.backend
+    assert backend is not None
+    results: list[Result] = []
+    observe = backend.observer
+
+    def keep(result: Result) -> None:
+        results.append(result)
+        if observe is not None:
+            observe(result)
+
+    backend.observer = keep
+    uri = at.path.resolve().as_uri()
+    session.did_open(uri, language_id(at.path), 1, at.text)
+    try:
+        document = session.documents.get(uri)
+        query = pipeline.Query(
+            uri=uri, line=at.line, character=document.to_units(at.line, at.column)
+        )
+        began = time.perf_counter()
+        completion = await pipeline.complete(session, query)
+        latency_ms = (time.perf_counter() - began) * 1000
+    finally:
+        backend.observer = observe
+        session.did_close(uri)
+    if notifier.errors and completion is None and session.stats.errors:
+        raise AcepilotError(notifier.errors[-1].removeprefix("Acepilot: "))
+    return HeadlessCompletion(
+        text=completion.text if completion else "",
+        model=backend.model,
+        device=backend.device,
+        result=results[-1] if results else None,
+        parts=session.last_prompt.parts if session.last_prompt else (),
+        prompt_text=session.last_prompt.text if session.last_prompt else "",
+        latency_ms=latency_ms,
+    )

@@ -14,13 +14,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from acepilot.training import tiny
+from acepilot.training import codegen
 
 MODEL_NAME = "acepilot-tiny"
 # Bumped by hand when the recipe changes in a way the config does not show.
 RECIPE_VERSION = 2
 # Bumped when the evaluation changes (only the evaluation re-runs).
-EVAL_RECIPE = 3
+EVAL_RECIPE = 4
 STAGES = ("sources", "tokenizer", "data", "init", "train", "build", "evaluate", "publish")
 
 
@@ -97,7 +97,7 @@ class BootstrapConfig:
         return dataclasses.replace(cls(**PRESETS[name]), **overrides)
 
     def check(self) -> None:
-        tiny.check_shape(self.n_embd, self.n_head, self.rotary_dim, self.n_positions)
+        codegen.check_shape(self.n_embd, self.n_head, self.rotary_dim, self.n_positions)
         if self.seq_len > self.n_positions:
             raise ValueError(f"seq_len {self.seq_len} exceeds n_positions {self.n_positions}")
         if min(self.steps, self.micro_batch, self.eval_positions, self.checkpoint_interval) < 1:
@@ -112,7 +112,7 @@ class BootstrapConfig:
 
     def model_size(self) -> int:
         """Parameters of the model this config trains (padded vocabulary, untied head)."""
-        vocab = tiny.padded_vocab(self.vocab_size)
+        vocab = codegen.padded_vocab(self.vocab_size)
         per_layer = 12 * self.n_embd * self.n_embd + 7 * self.n_embd
         return 2 * vocab * self.n_embd + vocab + self.n_layer * per_layer + 2 * self.n_embd
 

@@ -4,7 +4,9 @@ On the held-out packages (never seen by the tokenizer or the model):
 
 - line completion through the built int8 artifact (acepilot/training/eval/line_completion.py):
   the same number of cursor positions per language; the model with the text
-  before the cursor only, and with the text after the line as a FIM suffix;
+  before the cursor only, and with the text after the line as a FIM suffix in
+  both orders the model was trained on (PSM and SPM: `best_fim_order` picks
+  the one serving uses);
   a token bigram model (same tokenizer, trained on the training rows) and
   "repeat the previous line";
 - perplexity per token (PyTorch, windows of the training length) for the model
@@ -24,17 +26,20 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from acepilot.training import tiny
+from acepilot.training import codegen, perplexity
 from acepilot.training.bootstrap.config import MODEL_NAME, BootstrapConfig
-from acepilot.training.bootstrap.data import TOKENS, encode_files
-from acepilot.training.bootstrap.sources import SourceFile, Sources
-from acepilot.training.bootstrap.stages import torch_threads
+from acepilot.training.bootstrap.data import TOKENS
+from acepilot.training.bootstrap.sources import SourceFile, Sources, read_code
+from acepilot.training.machine import torch_threads
+from acepilot.training.tokenizer import load_tokenizer
 
 if TYPE_CHECKING:
     from acepilot.server.registry import ModelEntry
 
 PREFIX_ONLY = MODEL_NAME
-WITH_SUFFIX = f"{MODEL_NAME} + suffix (FIM)"
+WITH_SUFFIX = f"{MODEL_NAME} + suffix (FIM)"  # prefix-suffix-middle order
+WITH_SUFFIX_SPM = f"{MODEL_NAME} + suffix (FIM, SPM)"  # suffix-prefix-middle order
+FIM_PREDICTORS = {"psm": WITH_SUFFIX, "spm": WITH_SUFFIX_SPM}
 BASELINES = ("bigram", "repeat previous line")
 SUFFIX_CHARS = 1500
 
@@ -119,44 +124,44 @@ def perplexities(
     progress: bool,
 ) -> dict[str, Any]:
     """Per-token perplexity of the model (PyTorch) and the bigram on the same windows."""
-    from acepilot.training.eval import line_completion as lc
-
-    tokenizer = tiny.load_tokenizer(checkpoint)
+    tokenizer = load_tokenizer(checkpoint)
     eos = tokenizer.eos_token_id
-    per_language_ids: dict[str, list[int]] = {}
-    held_ids: list[int] = []
-    for language, files in by_language(sources.held_out).items():
-        for ids in encode_files(tokenizer, files):
-            per_language_ids.setdefault(language, []).extend([*ids, eos])
+    assert isinstance(eos, int)
+    per_language_ids = {
+        language: perplexity.token_stream(tokenizer, [read_code(f.path) or "" for f in files], eos)
+        for language, files in by_language(sources.held_out).items()
+    }
     share = config.perplexity_tokens // max(1, len(per_language_ids))
     windows = []
+    held_ids: list[int] = []
     for ids in per_language_ids.values():
         held_ids.extend(ids)
-        windows.extend(lc.token_windows(ids, config.seq_len, share))
+        windows.extend(perplexity.token_windows(ids, config.seq_len, share))
     with torch_threads():
-        model = tiny.load_model(checkpoint)
-        model_loss = tiny.model_loss(model, windows)
+        model = codegen.load_model(checkpoint)
+        model_loss = perplexity.model_loss(model, windows)
         per_language = {}
         for language, ids in per_language_ids.items():
-            lang_windows = lc.token_windows(ids, config.seq_len, share)
+            lang_windows = perplexity.token_windows(ids, config.seq_len, share)
             per_language[language] = {
-                "model": math.exp(tiny.model_loss(model, lang_windows)),
+                "model": math.exp(perplexity.model_loss(model, lang_windows)),
                 "bigram": math.exp(bigram.cross_entropy(lang_windows)),
                 "tokens": sum(len(w) - 1 for w in lang_windows),
             }
-        onnx_windows = lc.token_windows(
+        onnx_windows = perplexity.token_windows(
             held_ids, min(256, config.seq_len), config.onnx_perplexity_tokens
         )
-        torch_onnx_loss = tiny.model_loss(model, onnx_windows)
-    bigram_loss = bigram.cross_entropy(windows)
-    onnx_total, onnx_count = lc.onnx_token_losses(entry, onnx_windows, progress=progress)
+        torch_onnx_loss = perplexity.model_loss(model, onnx_windows)
+    baselines = bigram.baselines(windows)
+    bigram_loss = baselines["bigram"]
+    onnx_total, onnx_count = perplexity.onnx_token_losses(entry, onnx_windows, progress=progress)
     predicted = sum(len(w) - 1 for w in windows)
     chars = len(tokenizer.decode([t for w in windows for t in w[1:]]))
     return {
         "tokens": predicted,
         "model": math.exp(model_loss),
         "bigram": math.exp(bigram_loss),
-        "unigram": math.exp(unigram_loss(bigram, windows)),
+        "unigram": math.exp(baselines["unigram"]),
         "model_bits_per_char": model_loss * predicted / chars / math.log(2),
         "bigram_bits_per_char": bigram_loss * predicted / chars / math.log(2),
         "per_language": per_language,
@@ -220,10 +225,10 @@ def evaluate(
     from acepilot.training.eval import line_completion as lc
 
     began = time.monotonic()
-    tokenizer = tiny.load_tokenizer(checkpoint)
-    vocab = tiny.padded_vocab(len(tokenizer))
+    tokenizer = load_tokenizer(checkpoint)
+    vocab = codegen.padded_vocab(len(tokenizer))
     train_ids = np.load(data_dir / "train.npy", mmap_mode="r").reshape(-1)
-    bigram = lc.BigramModel(np.asarray(train_ids, dtype=np.int64), vocab)
+    bigram = perplexity.BigramModel(np.asarray(train_ids, dtype=np.int64), vocab)
     engine = Engine.load(entry)
     sentinels = fim_sentinels(engine)
 
@@ -231,6 +236,9 @@ def evaluate(
     predictors: dict[str, lc.Predictor | lc.FimPredictor] = {
         PREFIX_ONLY: lc.engine_predictor(engine, config.eval_max_tokens),
         WITH_SUFFIX: lc.FimPredictor(engine, sentinels, max_tokens=config.eval_max_tokens),
+        WITH_SUFFIX_SPM: lc.FimPredictor(
+            engine, sentinels, order="spm", max_tokens=config.eval_max_tokens
+        ),
         "bigram": lc.bigram_predictor(bigram, engine.tokenizer, config.eval_max_tokens),
         "repeat previous line": lc.repeat_previous_line,
     }
@@ -250,11 +258,24 @@ def evaluate(
     return {"seconds": round(time.monotonic() - began, 1)}
 
 
-def unigram_loss(bigram: Any, windows: Sequence[Sequence[int]]) -> float:
-    import numpy as np
+def best_fim_order(results: dict[str, Any]) -> str | None:
+    """The FIM order with the best exact match, when it is at least the prefix alone's.
 
-    targets = np.concatenate([np.asarray(w[1:], dtype=np.int64) for w in windows])
-    return float(-np.log(bigram.unigram[targets]).mean())
+    Servers use FIM whenever the manifest offers it, so it is offered only when
+    the suffix measured no worse, and in the order that measured best (ties: PSM,
+    the order most servers and peers write).
+    """
+    lines = results.get("line_completion", {})
+    plain = lines.get(PREFIX_ONLY, {}).get("exact_match")
+    scores = {
+        order: lines[name]["exact_match"]
+        for order, name in FIM_PREDICTORS.items()
+        if isinstance(lines.get(name), dict) and "exact_match" in lines[name]
+    }
+    if plain is None or not scores:
+        return None
+    best = max(scores, key=lambda order: (scores[order], order == "psm"))
+    return best if scores[best] >= plain else None
 
 
 def beats_baselines(results: dict[str, Any]) -> list[str]:
@@ -277,4 +298,4 @@ def beats_baselines(results: dict[str, Any]) -> list[str]:
     return failures
 
 
-__all__ = ["SHOWCASE", "beats_baselines", "evaluate", "line_tasks"]
+__all__ = ["SHOWCASE", "beats_baselines", "best_fim_order", "evaluate", "line_tasks"]

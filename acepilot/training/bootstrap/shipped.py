@@ -126,17 +126,15 @@ def licences_text(work: Path) -> str:
     return "\n".join(lines) + "\n"
 
 
-def fim_helps(work: Path) -> bool:
-    """Whether the evaluation measured the FIM prompt at least as good as the prefix alone."""
-    from acepilot.training.bootstrap.evaluate import PREFIX_ONLY, WITH_SUFFIX
+def fim_order(work: Path) -> str | None:
+    """The FIM order serving should use, from the evaluation (None: the suffix did not help)."""
+    from acepilot.training.bootstrap.evaluate import best_fim_order
 
     try:
-        lines = json.loads((work / "evaluate" / "results.json").read_text("utf-8"))[
-            "line_completion"
-        ]
-        return bool(lines[WITH_SUFFIX]["exact_match"] >= lines[PREFIX_ONLY]["exact_match"])
-    except (OSError, ValueError, KeyError):
-        return False
+        results = json.loads((work / "evaluate" / "results.json").read_text("utf-8"))
+    except (OSError, ValueError):
+        return None
+    return best_fim_order(results)
 
 
 def ship(work: Path, published: ModelEntry, out: Path | None = None) -> str:
@@ -174,11 +172,15 @@ def ship(work: Path, published: ModelEntry, out: Path | None = None) -> str:
             for key, value in published.manifest.items()
             if key not in ("files", "name", "version", "created", "format")
         }
-        if not fim_helps(work):
-            # servers use FIM whenever the manifest offers it: offer it only when it
-            # measured at least as well as the prefix alone (the tokens stay in the
-            # tokenizer; a longer-trained model can offer them again)
-            manifest["tokenizer"] = {**manifest["tokenizer"], "fim": None}
+        # servers use FIM whenever the manifest offers it: offer it only when it
+        # measured at least as well as the prefix alone, in the order that measured
+        # best (the tokens stay in the tokenizer either way)
+        order = fim_order(work)
+        fim = manifest["tokenizer"].get("fim")
+        manifest["tokenizer"] = {
+            **manifest["tokenizer"],
+            "fim": {**fim, "order": order} if order and fim else None,
+        }
         entry = registry.commit(staging, MODEL_NAME, manifest)
     shutil.rmtree(out, ignore_errors=True)
     out.parent.mkdir(parents=True, exist_ok=True)
