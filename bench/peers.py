@@ -17,7 +17,7 @@ weight values), converts them to GGUF (Q8_0, Q4_0, Q4_K_M) and builds ours
 
 Ratios are llama.cpp / ours (> 1.0: ours is faster or smaller). Everything is
 cached under `$ACEPILOT_BENCH_CACHE` (~/.cache/acepilot-bench); the first run
-builds llama.cpp (~11 minutes on 2 free cores, at `nice -n 15`).
+builds llama.cpp's three tools (at `nice -n 15`; ~11 minutes for the whole tree on 2 free cores).
 
     .venv/bin/python bench/peers.py --setup-only          # build llama.cpp, nothing else
     .venv/bin/python bench/peers.py --models qwen2.5-coder-0.5b --threads 2
@@ -71,19 +71,34 @@ def llama_cpp_dir(cache: Path) -> Path:
     return cache / "llama-cpp" / f"llama_cpp_python-{LLAMA_CPP_PYTHON}" / "vendor" / "llama.cpp"
 
 
-# How llama.cpp is configured. Not GGML_NATIVE: on 2026-12-01 a native build on one of
-# these shared machines (whose CPU advertised AVX-512 and AMX, where earlier ones had only
-# AVX2) ran F16 but crashed (SIGILL/SIGSEGV) on Q8_0, and a VM may move between hosts. The
-# portable build dispatches per CPU at run time, as onnxruntime's MLAS does: the same
-# footing for both. (This recipe is not yet measured here: see the final report.)
+# How llama.cpp is configured. Not GGML_NATIVE: on these machines the CPU advertises AMX
+# (amx_tile, amx_int8) but the VM does not grant a process the AMX tile state, and a
+# native build puts AMX kernels on the Q8_0/Q4_0 path: measured 2026-12-01, llama-bench
+# on a Q8_0 model died with "invalid opcode" at `ldtilecfg` in
+# tinygemm_kernel_amx<block_q8_0> (objdump of libggml-cpu.so at the faulting address),
+# while F16 ran. So the instruction sets are named: everything up to AVX-512 VNNI/BF16
+# (what onnxruntime's MLAS dispatches to on this CPU), AMX off. One CPU variant: the
+# all-variants build compiles ggml-cpu eight times.
 CMAKE_FLAGS = [
     "-DLLAMA_CURL=OFF",
     "-DCMAKE_BUILD_TYPE=Release",
+    "-DLLAMA_BUILD_TESTS=OFF",
+    "-DLLAMA_BUILD_EXAMPLES=OFF",
     "-DGGML_NATIVE=OFF",
-    "-DGGML_BACKEND_DL=ON",
-    "-DGGML_CPU_ALL_VARIANTS=ON",
+    "-DGGML_AVX=ON",
+    "-DGGML_AVX2=ON",
+    "-DGGML_FMA=ON",
+    "-DGGML_F16C=ON",
+    "-DGGML_BMI2=ON",
+    "-DGGML_AVX512=ON",
+    "-DGGML_AVX512_VBMI=ON",
+    "-DGGML_AVX512_VNNI=ON",
+    "-DGGML_AVX512_BF16=ON",
+    "-DGGML_AMX_TILE=OFF",
+    "-DGGML_AMX_INT8=OFF",
+    "-DGGML_AMX_BF16=OFF",
 ]
-BUILD_DIR = "build-portable"
+BUILD_DIR = "build-avx512"
 
 
 def ensure_llama_cpp(cache: Path, jobs: int = 2) -> Path:
@@ -107,8 +122,7 @@ def ensure_llama_cpp(cache: Path, jobs: int = 2) -> Path:
     nice = ["nice", "-n", "15"]
     build = source / BUILD_DIR
     run(nice + ["cmake", "-S", str(source), "-B", str(build), *CMAKE_FLAGS])
-    # With GGML_BACKEND_DL the CPU kernels are loadable modules: build them all.
-    run(nice + ["cmake", "--build", str(build), f"-j{jobs}"])
+    run(nice + ["cmake", "--build", str(build), f"-j{jobs}", "--target", *TARGETS])
     return bin_dir
 
 
@@ -128,12 +142,13 @@ def ensure_checkpoint(cache: Path, name: str) -> Path:
     import torch
     from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
 
-    from acepilot.training.tiny import code_sample_files, train_tokenizer
+    from acepilot.training.tiny.sample import code_sample_files, read_texts
+    from acepilot.training.tokenizer import train_tokenizer
 
     config = json.loads((CONFIGS / f"{name}.json").read_text())
     tmp = directory.with_name(directory.name + ".tmp")
     shutil.rmtree(tmp, ignore_errors=True)
-    train_tokenizer(code_sample_files().train[:200], 4096, tmp)
+    train_tokenizer(read_texts(code_sample_files().train[:200]), 4096, tmp)
     tokenizer = AutoTokenizer.from_pretrained(str(tmp))
     tokenizer.add_special_tokens({"additional_special_tokens": FIM_TOKENS[config["model_type"]]})
     tokenizer.save_pretrained(str(tmp))
@@ -205,7 +220,7 @@ def ensure_ours(cache: Path, checkpoint: Path, name: str, precision: str) -> Pat
 
 def document(tokens: int, encode: Any) -> str:
     """Real code (the standard library) cut to about `tokens` tokens."""
-    from acepilot.training.tiny import held_out_text
+    from acepilot.training.tiny.sample import held_out_text
 
     text = held_out_text(200_000)
     ids = encode(text)[:tokens]

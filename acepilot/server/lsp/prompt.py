@@ -257,6 +257,56 @@ def render_context(
     return "".join(out)
 
 
+def fit_head(
+    data: PromptInput, budget: int, count: Callable[[str], int], repo: RepoFormat | None
+) -> tuple[str, str, str, int]:
+    """(context, header, snippets, tokens they use): what goes before the file's code, each
+    within its share of `budget` (the code matters more than a long path or many snippets)."""
+    header = render_header(data.path, data.language)
+    snippets = "".join(render_snippet(snippet, data.language) for snippet in data.snippets)
+    used = count(header) + count(snippets)
+    if used >= budget // 2:  # a long path or too many snippets: the code matters more
+        snippets, used = "", count(header)
+        if used >= budget // 2:
+            header, used = "", 0
+    context = render_context(data.context, data.language, repo) if data.context else ""
+    context_tokens = count(context) if context else 0
+    if context and used + context_tokens > budget * (CONTEXT_SHARE - 1) // CONTEXT_SHARE:
+        context, context_tokens = "", 0  # the allocator's budget was for a bigger prompt
+    if context and repo is not None and header:
+        header = repo.render_file(data.path, "")
+        used = count(header) + count(snippets)
+    return context, header, snippets, used + context_tokens
+
+
+def fit_prefix(data: PromptInput, room: int, count: Callable[[str], int]) -> tuple[str, int, int]:
+    """(prefix, index in `data.before` of its first line, tokens of `room` left): the cursor
+    line (its tail when it alone is too long) and as many whole lines above it as fit."""
+    line_prefix = data.line_prefix
+    line_tokens = count(line_prefix)
+    if line_tokens > room:  # one enormous line: keep its tail
+        keep = max(0, room * CHARS_PER_TOKEN)
+        line_prefix = line_prefix[len(line_prefix) - keep :] if keep else ""
+        line_tokens = count(line_prefix)
+    room -= line_tokens
+    start = len(data.before)
+    while start > 0:
+        cost = count(data.before[start - 1]) + 1  # + the line break
+        if cost > room:
+            break
+        room -= cost
+        start -= 1
+    if start > 0:
+        # Move the head forward to the next multiple of CUT_STEP (document lines): the
+        # cut then stays put while the user types, and the KV cache keeps matching.
+        absolute = data.first_line + start
+        stable = -(-absolute // CUT_STEP) * CUT_STEP - data.first_line
+        if stable <= len(data.before):
+            start = stable
+    prefix = "".join(line + "\n" for line in data.before[start:]) + line_prefix
+    return prefix, start, room
+
+
 def build_prompt(
     data: PromptInput,
     budget: int,
@@ -272,50 +322,12 @@ def build_prompt(
     `repo`: the model's repository-level format, for the workspace context (and then the
     current file's header is `file_sep + path`, as in the model's training data).
     """
-    header = render_header(data.path, data.language)
-    snippets = "".join(render_snippet(snippet, data.language) for snippet in data.snippets)
-    used = count(header) + count(snippets)
-    if used >= budget // 2:  # a long path or too many snippets: the code matters more
-        snippets, used = "", count(header)
-        if used >= budget // 2:
-            header, used = "", 0
-    context = render_context(data.context, data.language, repo) if data.context else ""
-    context_tokens = count(context) if context else 0
-    if context and used + context_tokens > budget * (CONTEXT_SHARE - 1) // CONTEXT_SHARE:
-        context, context_tokens = "", 0  # the allocator's budget was for a bigger prompt
-    if context and repo is not None and header:
-        header = repo.render_file(data.path, "")
-        used = count(header) + count(snippets)
-    used += context_tokens
-
+    context, header, snippets, used = fit_head(data, budget, count, repo)
     suffix_text = ""
     if fim is not None or separate_suffix:
         suffix_text, suffix_tokens = fit_suffix(data, (budget - used) // SUFFIX_SHARE, count)
         used += suffix_tokens + (3 if fim is not None else 0)  # the three FIM tokens
-
-    line_prefix = data.line_prefix
-    line_tokens = count(line_prefix)
-    if line_tokens > budget - used:  # one enormous line: keep its tail
-        keep = max(0, (budget - used) * CHARS_PER_TOKEN)
-        line_prefix = line_prefix[len(line_prefix) - keep :] if keep else ""
-        line_tokens = count(line_prefix)
-    room = budget - used - line_tokens
-    start = len(data.before)
-    while start > 0:
-        cost = count(data.before[start - 1]) + 1  # + the line break
-        if cost > room:
-            break
-        room -= cost
-        start -= 1
-    if start > 0:
-        # Move the head forward to the next multiple of CUT_STEP (document lines): the
-        # cut then stays put while the user types, and the KV cache keeps matching.
-        absolute = data.first_line + start
-        stable = -(-absolute // CUT_STEP) * CUT_STEP - data.first_line
-        if stable <= len(data.before):
-            start = stable
-    prefix_lines = list(data.before[start:])
-    prefix = "".join(line + "\n" for line in prefix_lines) + line_prefix
+    prefix, start, room = fit_prefix(data, budget - used, count)
     tokens = budget - room
     body = context + header + snippets + prefix
     paths = tuple(dict.fromkeys(snippet.path for snippet in data.snippets)) if snippets else ()
@@ -324,11 +336,28 @@ def build_prompt(
     if fim is not None or separate_suffix:
         parts += (PromptPart("suffix", "suffix", data.path, count(suffix_text), suffix_text),)
     if fim is not None:
-        text = fim.render(body, suffix_text)  # PSM or SPM, as the manifest says
+        # The context goes before the FIM tokens, only the file's own code between them:
+        # the layout of the training documents (repo header, then <fim_prefix>...) and of
+        # llama.cpp's /infill. In SPM the suffix then sits before the growing prefix, so
+        # typing re-prefills only what was typed (bench/fim_order.py).
+        text = context + header + snippets + fim.render(prefix, suffix_text)
         return Prompt(text, data.first_line + start, tokens, True, paths, None, parts)
     if separate_suffix:
         return Prompt(body, data.first_line + start, tokens, True, paths, suffix_text, parts)
     return Prompt(body, data.first_line + start, tokens, False, paths, None, parts)
+
+
+def stable_head(prompt: Prompt) -> str:
+    """The prompt's text up to the cursor line: what the next request in this line shares.
+
+    Context, header, snippets and the lines above hold while the user types in the line
+    (the collector's block cache, the CUT_STEP prefix head), so an idle prefill feeds this.
+    "" when the prompt has no such head (no prefix part, or it cannot be found).
+    """
+    prefix = next((part.text for part in prompt.parts if part.kind == "prefix"), "")
+    above = prefix[: len(prefix) - len(prefix.rpartition("\n")[2])]
+    at = prompt.text.find(prefix) if prefix else -1
+    return prompt.text[: at + len(above)] if at >= 0 else ""
 
 
 def prompt_parts(

@@ -99,8 +99,12 @@ def test_fim_only_when_declared() -> None:
     )
     prompt = build_prompt(data, 200, count, fim)
     assert prompt.fim
-    assert prompt.text.startswith("<fim_prefix># Path: a.py")
-    assert prompt.text.endswith("    return <fim_suffix>\n\nprint(f(1))<fim_middle>")
+    # the header (like any context) before the FIM tokens, only the file's code between
+    # them: the training documents' layout and llama.cpp's /infill
+    assert prompt.text == (
+        "# Path: a.py\n# Language: python\n"
+        "<fim_prefix>def f(x):\n    return <fim_suffix>\n\nprint(f(1))<fim_middle>"
+    )
 
 
 def test_separate_suffix_for_the_api_field() -> None:
@@ -129,8 +133,10 @@ def test_fim_in_spm_order() -> None:
     )
     assert fim is not None and fim.stop == ("<|endoftext|>",)
     prompt = build_prompt(data, 200, count, fim)
-    assert prompt.text.startswith("<fim_prefix><fim_suffix>\n\nprint(f(1))<fim_middle># Path: a.py")
-    assert prompt.text.endswith("def f(x):\n    return ")
+    assert prompt.text == (
+        "# Path: a.py\n# Language: python\n"
+        "<fim_prefix><fim_suffix>\n\nprint(f(1))<fim_middle>def f(x):\n    return "
+    )
 
 
 def context_chunks() -> list[ContextChunk]:
