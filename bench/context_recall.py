@@ -44,7 +44,8 @@ from pathlib import Path
 
 from acepilot.server.context import KINDS, ContextCollector, IndexLimits, WorkspaceIndex
 from acepilot.server.context.chunks import identifiers
-from acepilot.server.context.symbols import Definition, language_of
+from acepilot.server.context.grammars import language_of
+from acepilot.server.context.symbols import Definition
 
 SITE = (
     Path(sys.prefix)
@@ -88,13 +89,14 @@ class Position:
 def positions(index: WorkspaceIndex, per_repo: int, seed: int) -> list[Position]:
     """Lines using a name defined once, at the top level, in another file of the repository."""
     unique: dict[str, Definition] = {}
-    for name, found in index.symbols.items():
+    for name in index.names():
+        found = index.definitions_named(name)
         top = [d for d in found if not d.parent]
         if len(found) == 1 and len(top) == 1 and not name.startswith("__") and len(name) > 2:
             unique[name] = top[0]
     out: list[Position] = []
     for rel in sorted(index.files):
-        local = {d.name for d in index.files[rel].definitions}
+        local = set(index.files[rel].definitions.names)
         text = (index.root / rel).read_text(encoding="utf-8", errors="replace")
         in_import = False
         for number, line in enumerate(text.splitlines()):
@@ -236,11 +238,11 @@ def scale(files: int) -> None:
             hits.append(time.perf_counter() - t)
         index.close()
         load = os.getloadavg()
-        definitions = sum(len(v) for v in index.symbols.values())
+        definitions = index.definition_count
         print(
             f"workspace: {len(index.files)} files indexed ({copied} copied from site-packages), "
             f"{index.total_bytes / 1e6:.0f} MB of source, {len(index.bm25)} chunks, {definitions} definitions, "
-            f"{len(index.vocab.ids)} terms"
+            f"{index.bm25.terms} terms"
         )
         print(
             f"indexing: wall {elapsed:.1f} s (background thread, nice +10), "

@@ -48,7 +48,8 @@ def ensure_checkpoint(cache: Path, shape: str) -> Path:
     import torch
     from transformers import CodeGenConfig, CodeGenForCausalLM
 
-    from acepilot.training.tiny import code_sample_files, train_tokenizer
+    from acepilot.training.tiny.sample import code_sample_files, read_texts
+    from acepilot.training.tokenizer import train_tokenizer
 
     torch.manual_seed(0)
     config = CodeGenConfig(
@@ -57,7 +58,7 @@ def ensure_checkpoint(cache: Path, shape: str) -> Path:
     tmp = directory.with_name(directory.name + ".tmp")
     CodeGenForCausalLM(config).save_pretrained(tmp)
     train_files = code_sample_files().train
-    train_tokenizer(train_files[:200], 4096, tmp)
+    train_tokenizer(read_texts(train_files[:200]), 4096, tmp)
     tmp.rename(directory)
     return directory
 

@@ -113,7 +113,7 @@ def free_port() -> int:
 
 def source_texts() -> list[str]:
     """Real Python files to type: the standard library sample the tiny models train on."""
-    from acepilot.training.tiny import code_sample_files
+    from acepilot.training.tiny.sample import code_sample_files
 
     texts = []
     for path in code_sample_files().train:

@@ -1,7 +1,13 @@
 """Typing replay benchmark (not a test): the real language server over stdio, a human typist.
 
-What it does, per mode (KV reuse on, then off; one fresh `acepilot serve`
-process each, driven by pygls' LanguageClient over stdio):
+What it does, per mode (one fresh `acepilot serve` process each, driven by
+pygls' LanguageClient over stdio; the workspace folder is the standard
+library, indexed before the typing starts):
+
+   reuse      KV reuse on, workspace context on, idle prefill on (the defaults)
+   noreuse    KV reuse off (every prompt prefilled in full)
+   nocontext  KV reuse on, workspace context off (today's prompt before issue 17)
+   noidle     KV reuse on, workspace context on, idle prefill off
 
 1. Takes real source files (modules of this Python's standard library), picks
    functions with a short ASCII body, opens each file, deletes a function's
@@ -17,7 +23,7 @@ process each, driven by pygls' LanguageClient over stdio):
 3. Reads `acepilot/stats` from the server: requests answered by typing-ahead,
    by the LRU cache, by the model; prompt tokens prefilled and reused.
 
-Then (reuse-on server) the server's own overhead: all time in the request
+Then (the reuse and nocontext servers) the server's own overhead: all time in the request
 handler except waiting (debounce) and the backend, p50 over requests at the
 middle of a 5,000-line document.
 
@@ -29,6 +35,7 @@ hardly ever happens here, and a single line never stops before max tokens).
     .venv/bin/python bench/typing_replay.py                       # ~8 min: 2 x 120 s of typing + loads + overhead
     .venv/bin/python bench/typing_replay.py --duration 60 --files 2
     .venv/bin/python bench/typing_replay.py --modes reuse --duration 30
+    .venv/bin/python bench/typing_replay.py --modes reuse nocontext noidle  # context's cost
 
 Needs the `build` extra the first time (bench/engine.py builds the model into
 ~/.cache/acepilot-bench); no network.
@@ -59,6 +66,18 @@ from acepilot.server.protocol import STATS, STATUS
 from bench.engine import DEFAULT_CACHE, ensure_artifact, ensure_checkpoint
 
 OVERHEAD_LINES = 5000
+MODES: dict[str, dict[str, Any]] = {
+    "reuse": {"kvReuse": True},
+    "noreuse": {"kvReuse": False},
+    "nocontext": {"kvReuse": True, "workspaceContext": False},
+    "noidle": {"kvReuse": True, "idlePrefillMs": 0},
+}
+TITLES = {
+    "reuse": "KV reuse on (context, idle prefill)",
+    "noreuse": "KV reuse off",
+    "nocontext": "no workspace context",
+    "noidle": "context, no idle prefill",
+}
 
 
 # ---- the typing session --------------------------------------------------------
@@ -219,6 +238,8 @@ class Bench:
         await asyncio.wait_for(self.ready.wait(), 600)
         if self.failed:
             raise SystemExit(f"the server could not load the model: {self.failed}")
+        while (await self.stats())["workspace"]["indexing"]:  # the user opened it a while ago
+            await asyncio.sleep(0.5)
 
     async def stop(self) -> None:
         try:
@@ -399,7 +420,7 @@ def percentile(values: list[float], share: float) -> float:
 async def run_mode(
     args: argparse.Namespace, mode: str, tasks: list[Task], options: dict[str, Any]
 ) -> dict[str, Any]:
-    bench = Bench(args, {**options, "kvReuse": mode == "reuse"})
+    bench = Bench(args, {**options, **MODES[mode]})
     print(f"[{mode}] starting the server and loading the model ...", file=sys.stderr, flush=True)
     await bench.start()
     try:
@@ -411,7 +432,7 @@ async def run_mode(
         if args.details:
             for record in stats["recent_generations"]:
                 print(f"[{mode}] generation {record}", file=sys.stderr)
-        if mode == "reuse" and args.overhead_requests:
+        if mode in ("reuse", "nocontext") and args.overhead_requests:
             print(f"[{mode}] overhead on a {OVERHEAD_LINES}-line document ...", file=sys.stderr)
             result["overhead"] = await bench.overhead(args.overhead_requests)
     finally:
@@ -462,13 +483,16 @@ def report(results: list[dict[str, Any]], args: argparse.Namespace, tasks: list[
                 "prefilled": per_model(stats, "prefilled_tokens"),
                 "reused": per_model(stats, "reused_tokens"),
                 "generated": per_model(stats, "generated_tokens"),
+                "idle_runs": stats.get("idle_prefill", {}).get("runs", 0),
+                "idle_tokens": stats.get("idle_prefill", {}).get("prefilled_tokens", 0),
+                "context_tokens": stats["workspace"]["last_tokens"],
                 "prefill_ms": statistics.median([g["prefill_ms"] for g in generations])
                 if generations
                 else float("nan"),
             }
         )
-    names = ["KV reuse on" if result["mode"] == "reuse" else "KV reuse off" for result in results]
-    header = "| | " + " | ".join(names) + (" | on / off |" if len(results) == 2 else " |")
+    names = [TITLES[result["mode"]] for result in results]
+    header = "| | " + " | ".join(names) + (" | first / second |" if len(results) == 2 else " |")
     lines = [
         f"Model: {args.model_name}, maxNewTokens {args.max_new_tokens}, "
         f"contextTokens {args.context_tokens}, client debounce {args.debounce_ms} ms, "
@@ -504,6 +528,9 @@ def report(results: list[dict[str, Any]], args: argparse.Namespace, tasks: list[
         ("tokens reused from the KV cache (mean)", "reused", "{:.0f}"),
         ("tokens generated per generation (mean)", "generated", "{:.1f}"),
         ("prefill ms per generation (median)", "prefill_ms", "{:.0f}"),
+        ("idle prefills run", "idle_runs", None),
+        ("tokens fed by idle prefills", "idle_tokens", None),
+        ("workspace context tokens in the last prompt", "context_tokens", None),
     ]
     for title, key, fmt in specs:
         values = [
@@ -522,6 +549,7 @@ def report(results: list[dict[str, Any]], args: argparse.Namespace, tasks: list[
             latency = result["overhead"]["latency"]
             lines += [
                 "",
+                f"[{TITLES[result['mode']]}] "
                 f"Server overhead on a {OVERHEAD_LINES}-line document (time in the request "
                 "handler minus debounce and backend, one model token per request, "
                 f"n={overhead['count']}): p50 {overhead['p50_ms']} ms, p95 {overhead['p95_ms']} ms; "
@@ -578,8 +606,9 @@ def main() -> int:
         "--modes",
         nargs="+",
         default=["reuse", "noreuse"],
-        choices=["reuse", "noreuse"],
-        help="KV reuse on and/or off (default both)",
+        choices=list(MODES),
+        help="reuse (defaults), noreuse (KV reuse off), nocontext (workspace context off), "
+        "noidle (idle prefill off); default: reuse noreuse",
     )
     parser.add_argument(
         "--debounce-ms",

@@ -4,6 +4,9 @@
 # the HumanEval-X harness executes generated code with (Go + testify, OpenSSL
 # headers for C++ task 162, Boost headers for C++, the rand/regex/md5 crates
 # for Rust; bubblewrap for the sandbox's private filesystem view).
+# With --bootstrap-sources, also what `acepilot bootstrap` reads as training code
+# (docs/acepilot-tiny.md): Go's standard library sources and the Rust crates
+# Debian ships, so that a rebuild sees the same corpus as the shipped model.
 # Idempotent: installs only what is missing.
 # Without root (and without sudo) it prints the command instead and exits 0:
 # the tests that need a missing tool say so and are skipped with the reason.
@@ -15,6 +18,17 @@ PACKAGES=(
     librust-rand-dev librust-regex-dev librust-md5-dev
     bubblewrap
 )
+if [ "${1:-}" = "--bootstrap-sources" ]; then
+    PACKAGES+=(
+        golang-1.19-src
+        librust-anyhow-dev librust-base64-dev librust-bytes-dev librust-chrono-dev
+        librust-clap-dev librust-futures-dev librust-hashbrown-dev librust-indexmap-dev
+        librust-itertools-dev librust-log-dev librust-md5-dev librust-memchr-dev
+        librust-once-cell-dev librust-rand-dev librust-regex-dev librust-serde-dev
+        librust-serde-json-dev librust-smallvec-dev librust-syn-dev librust-thiserror-dev
+        librust-url-dev
+    )
+fi
 
 missing=()
 for pkg in "${PACKAGES[@]}"; do

@@ -1,10 +1,11 @@
 """Shared, session-scoped fixtures: tiny CodeGen checkpoints built once into a cache.
 
 No pretrained model can be downloaded here, so the suite makes its own (see
-training/tiny.py). They are cached OUTSIDE the repository, in
+acepilot/training/tiny/). They are cached OUTSIDE the repository, in
 `$ACEPILOT_TEST_CACHE` or `~/.cache/acepilot-tests`, under a folder keyed by a
-hash of training/tiny.py and the library versions: changing the fixture code
-rebuilds them, re-running the suite does not. Every build goes into a
+hash of every module that determines them (`tiny.source_hash`: the sample,
+tokenizer, model and training code) and the library versions: changing the
+fixture code rebuilds them, re-running the suite does not. Every build goes into a
 temporary directory that is renamed into place under a file lock, so parallel
 pytest workers wait for one another and an interrupted build leaves nothing
 half-written.
@@ -18,7 +19,8 @@ Fixtures (all session-scoped, all return a directory):
 - `random_codegen_dir_wide`: the real CodeGen head shape (n_embd 256, 4 heads,
   head_dim 64, rotary_dim 32, n_positions 512), 2 layers.
 - `trained_codegen_dir`: the tiny CodeGen trained on the standard library
-  (training/tiny.py defaults; a few CPU-minutes the first time), with training.json.
+  (acepilot/training/tiny/train.py defaults; a few CPU-minutes the first time), with
+  training.json.
 """
 
 from __future__ import annotations
@@ -32,6 +34,11 @@ from pathlib import Path
 import pytest
 
 from acepilot.training import tiny
+from acepilot.training.atomic import build_once
+from acepilot.training.codegen import make_random_codegen
+from acepilot.training.tiny.sample import code_sample_files, read_texts
+from acepilot.training.tiny.train import train_tiny_codegen
+from acepilot.training.tokenizer import train_tokenizer
 
 RANDOM_SHAPE = {"n_embd": 128, "n_layer": 2, "n_head": 4, "rotary_dim": 16, "n_positions": 256}
 RANDOM_WIDE_SHAPE = {"n_embd": 256, "n_layer": 2, "n_head": 4, "rotary_dim": 32, "n_positions": 512}
@@ -42,7 +49,7 @@ TOKENIZER_VOCAB = 1000
 
 def cache_key() -> str:
     """The fixture code and the libraries that shape what it writes."""
-    digest = hashlib.sha256(Path(tiny.__file__).read_bytes())
+    digest = hashlib.sha256(tiny.source_hash().encode())
     digest.update(f"python {sys.version_info[:3]}".encode())
     for package in ("torch", "transformers", "tokenizers", "safetensors"):
         try:
@@ -69,29 +76,29 @@ def fixture_cache() -> Path:
 @pytest.fixture(scope="session")
 def tiny_tokenizer_dir(fixture_cache: Path) -> Path:
     def build(out: Path) -> None:
-        tiny.train_tokenizer(tiny.code_sample_files().train, TOKENIZER_VOCAB, out)
+        train_tokenizer(read_texts(code_sample_files().train), TOKENIZER_VOCAB, out)
 
-    return tiny.build_once(fixture_cache / f"tokenizer-{TOKENIZER_VOCAB}", build)
+    return build_once(fixture_cache / f"tokenizer-{TOKENIZER_VOCAB}", build)
 
 
 @pytest.fixture(scope="session")
 def random_codegen_dir(fixture_cache: Path, tiny_tokenizer_dir: Path) -> Path:
     def build(out: Path) -> None:
-        tiny.make_random_codegen(out, tokenizer_dir=tiny_tokenizer_dir, seed=0, **RANDOM_SHAPE)
+        make_random_codegen(out, tokenizer_dir=tiny_tokenizer_dir, seed=0, **RANDOM_SHAPE)
 
     tag = settings_tag(RANDOM_SHAPE, 0, tiny_tokenizer_dir.name)
-    return tiny.build_once(fixture_cache / f"random-codegen-{tag}", build)
+    return build_once(fixture_cache / f"random-codegen-{tag}", build)
 
 
 @pytest.fixture(scope="session")
 def random_codegen_dir_wide(fixture_cache: Path, tiny_tokenizer_dir: Path) -> Path:
     def build(out: Path) -> None:
-        tiny.make_random_codegen(out, tokenizer_dir=tiny_tokenizer_dir, seed=1, **RANDOM_WIDE_SHAPE)
+        make_random_codegen(out, tokenizer_dir=tiny_tokenizer_dir, seed=1, **RANDOM_WIDE_SHAPE)
 
     tag = settings_tag(RANDOM_WIDE_SHAPE, 1, tiny_tokenizer_dir.name)
-    return tiny.build_once(fixture_cache / f"random-codegen-wide-{tag}", build)
+    return build_once(fixture_cache / f"random-codegen-wide-{tag}", build)
 
 
 @pytest.fixture(scope="session")
 def trained_codegen_dir(fixture_cache: Path) -> Path:
-    return tiny.train_tiny_codegen(fixture_cache / "trained-codegen", progress=False)
+    return train_tiny_codegen(fixture_cache / "trained-codegen", progress=False)

@@ -57,6 +57,7 @@ SETTINGS = (
     "snippetTokens",
     "workspaceContext",
     "workspaceContextTokens",
+    "idlePrefillMs",
     "maxLines",
     "debounceMs",
     "timeoutMs",

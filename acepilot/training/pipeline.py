@@ -51,7 +51,7 @@ class PipelineError(AcepilotError):
 
 
 def _all_languages() -> list[str]:
-    from acepilot.training.eval.languages import LANGUAGES
+    from acepilot.training.eval.toolchains import LANGUAGES
 
     return list(LANGUAGES)
 

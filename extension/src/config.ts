@@ -25,6 +25,7 @@ export interface ExtensionSettings {
   telemetry?: unknown;
   workspaceContext?: unknown;
   workspaceContextTokens?: unknown;
+  idlePrefillMs?: unknown;
 }
 
 /** What the server reads (server/lsp/config.py CHECKS). */
@@ -44,6 +45,7 @@ export interface ServerSettings {
   telemetry: boolean;
   workspaceContext: boolean;
   workspaceContextTokens: number | null;
+  idlePrefillMs: number | null;
 }
 
 /** The configuration section, and the SecretStorage key of the team token. */
@@ -101,6 +103,7 @@ export function toServerSettings(raw: ExtensionSettings, token: string | undefin
     telemetry: raw.telemetry !== false,
     workspaceContext: raw.workspaceContext !== false,
     workspaceContextTokens: finite(raw.workspaceContextTokens),
+    idlePrefillMs: finite(raw.idlePrefillMs),
   };
 }
 

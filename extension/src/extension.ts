@@ -13,6 +13,8 @@
  * this extension started (`acepilot/telemetry`), for `acepilot/stats`; that
  * server forwards them only to a configured team server (remote backend and
  * `acepilot.telemetry`). The extension itself sends nothing anywhere.
+ * An accepted completion is checked again after 30 s and 2 min (retention.ts):
+ * how many of its characters are still there goes the same way, as counts only.
  */
 import * as os from "node:os";
 import * as path from "node:path";
@@ -35,6 +37,7 @@ import {
   toServerSettings,
 } from "./config";
 import { preflight } from "./preflight";
+import { type RetentionReport, RetentionTracker } from "./retention";
 import { ACCEPTED_COMMAND, RESYNC, STATS, STATUS, TELEMETRY } from "./protocol";
 import { type ServerStatus, StatusModel, summarizeStats } from "./status";
 
@@ -68,6 +71,11 @@ class AcepilotClient implements vscode.Disposable {
   private crashes: number[] = [];
   private queue: Promise<void> = Promise.resolve();
   private readonly disposables: vscode.Disposable[] = [];
+  private readonly retention = new RetentionTracker((report) => {
+    this.retained(report);
+  });
+  /** The text of the completions shown lately, by id: what an accept inserts. */
+  private readonly shownText = new Map<string, string>();
 
   constructor(private readonly context: vscode.ExtensionContext) {
     this.output = vscode.window.createOutputChannel("Acepilot", { log: true });
@@ -100,6 +108,10 @@ class AcepilotClient implements vscode.Disposable {
       }),
       vscode.commands.registerCommand(ACCEPTED_COMMAND, (arg?: TelemetryArgument) => {
         this.telemetry("accepted", arg);
+        this.followAccepted(arg);
+      }),
+      vscode.workspace.onDidChangeTextDocument((event) => {
+        this.retention.changed(event.document.uri.toString(), event.contentChanges);
       }),
       vscode.workspace.onDidChangeConfiguration((event) => {
         this.configurationChanged(event);
@@ -174,6 +186,9 @@ class AcepilotClient implements vscode.Disposable {
             const first = items[0];
             if (first !== undefined) {
               const argument = first.command?.arguments?.[0] as TelemetryArgument | undefined;
+              if (typeof argument?.id === "string" && typeof first.insertText === "string") {
+                this.rememberShown(argument.id, first.insertText);
+              }
               this.telemetry("shown", {
                 id: argument?.id,
                 languageId: argument?.languageId ?? document.languageId,
@@ -289,6 +304,7 @@ class AcepilotClient implements vscode.Disposable {
       telemetry: config.get("telemetry"),
       workspaceContext: config.get("workspaceContext"),
       workspaceContextTokens: config.get("workspaceContextTokens"),
+      idlePrefillMs: config.get("idlePrefillMs"),
     };
   }
 
@@ -410,6 +426,51 @@ class AcepilotClient implements vscode.Disposable {
     void client.sendNotification(TELEMETRY, params).catch(() => undefined);
   }
 
+  private rememberShown(id: string, text: string): void {
+    this.shownText.set(id, text);
+    while (this.shownText.size > 50) {
+      const oldest = this.shownText.keys().next().value;
+      if (oldest === undefined) break;
+      this.shownText.delete(oldest);
+    }
+  }
+
+  /** Follow an accepted completion's characters (it was just inserted before the cursor). */
+  private followAccepted(arg: TelemetryArgument | undefined): void {
+    const id = arg?.id;
+    const text = typeof id === "string" ? this.shownText.get(id) : undefined;
+    const editor = vscode.window.activeTextEditor;
+    if (typeof id !== "string" || text === undefined || editor === undefined) {
+      return;
+    }
+    this.shownText.delete(id);
+    const document = editor.document;
+    const end = document.offsetAt(editor.selection.active);
+    const start = end - text.length;
+    const range = new vscode.Range(document.positionAt(start), document.positionAt(end));
+    if (start < 0 || document.getText(range) !== text) {
+      return; // not inserted as shown (partly accepted, or changed): nothing to follow
+    }
+    const languageId = typeof arg?.languageId === "string" ? arg.languageId : document.languageId;
+    this.retention.track(id, languageId, document.uri.toString(), start, text.length);
+  }
+
+  /** A retention checkpoint: counts only, to the server (which knows the completion's size). */
+  private retained(report: RetentionReport): void {
+    const client = this.client;
+    if (client?.isRunning() !== true) {
+      return;
+    }
+    const params = {
+      event: "retained",
+      id: report.id,
+      languageId: report.languageId,
+      afterS: report.afterS,
+      retainedChars: report.retainedChars,
+    };
+    void client.sendNotification(TELEMETRY, params).catch(() => undefined);
+  }
+
   /** The server lost track of a document: send its full text at the current version. */
   private resync(client: LanguageClient, params: { uri?: unknown }): void {
     if (typeof params.uri !== "string") {
@@ -449,6 +510,7 @@ class AcepilotClient implements vscode.Disposable {
   }
 
   async dispose(): Promise<void> {
+    this.retention.dispose();
     await this.queue.catch(() => undefined);
     await this.stopClient();
     for (const disposable of this.disposables) {

@@ -17,7 +17,7 @@ from test_train_corpus import code, write
 
 from acepilot.server.build.pipeline import build_model
 from acepilot.server.registry import Registry
-from acepilot.training.eval.languages import LANGUAGES, find_toolchain
+from acepilot.training.eval.toolchains import LANGUAGES, find_toolchain
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 DATA = Path(

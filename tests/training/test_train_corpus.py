@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import argparse
 import gzip
+import hashlib
 import json
 import os
 import random
@@ -96,22 +97,11 @@ def git_init(root: Path) -> str:
 
 def make_tokenizer(path: Path) -> Path:
     """A byte-level BPE with CodeGen's EOS and the StarCoder FIM sentinels."""
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
-    from transformers import PreTrainedTokenizerFast
+    from acepilot.training.tokenizer import train_tokenizer
 
-    tok = Tokenizer(models.BPE())
-    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-    tok.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(
-        vocab_size=600,
-        special_tokens=["<|endoftext|>", "<fim_prefix>", "<fim_suffix>", "<fim_middle>"],
-        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
-    )
-    tok.train_from_iterator(
-        [code(i) for i in range(20)] + [code(i, "ts") for i in range(20)], trainer
-    )
-    PreTrainedTokenizerFast(tokenizer_object=tok, eos_token="<|endoftext|>").save_pretrained(path)
-    return path
+    texts = [code(i) for i in range(20)] + [code(i, "ts") for i in range(20)]
+    special = ["<|endoftext|>", "<fim_prefix>", "<fim_suffix>", "<fim_middle>"]
+    return train_tokenizer(texts, 600, path, special_tokens=special)
 
 
 @pytest.fixture(scope="module")
@@ -334,13 +324,38 @@ def test_git_url_languages_fim_and_fraction_split(
         "delta",
         "gamma",
     ]
-    # every train document went through the FIM transform: sentinels in the rows
+    # every train document is in FIM form, with the manifest's tokens, and puts its file
+    # back together (character cuts: prefix + middle + suffix is the file's text)
     from transformers import AutoTokenizer
 
     tok = AutoTokenizer.from_pretrained(tokenizer_dir)
-    train = np.load(out / "train.npy")
-    middle = tok.convert_tokens_to_ids("<fim_middle>")
-    assert (train == middle).sum() >= manifest["splits"]["train"]["fim_documents"] - 1 > 0
+    record = manifest["fim"]
+    assert record["orders"] == ["psm", "spm"] and record["stop"] == [tok.eos_token]
+    train_split = manifest["splits"]["train"]
+    assert train_split["fim_documents"] == train_split["documents"] > 0
+    assert sum(train_split["fim_orders"].values()) == train_split["fim_documents"]
+    assert manifest["splits"]["validation"]["fim_documents"] == 0
+    stream = np.load(out / "train.npy").reshape(-1).tolist()
+    ends = [i for i, t in enumerate(stream) if t == tok.eos_token_id]
+    starts = [0] + [e + 1 for e in ends[:-1]]
+    complete = [tok.decode(stream[a:b]) for a, b in zip(starts, ends, strict=True)]
+    train_files = {r["sha256"] for r in rows if r["split"] == "train"}
+    pre, suf, mid = record["prefix"], record["suffix"], record["middle"]
+    seen = set()
+    for text in complete:
+        assert [text.count(t) for t in (pre, suf, mid)] == [1, 1, 1], text[:80]
+        if text.startswith(pre + suf):  # SPM (or PSM with an empty prefix): S, then P + M
+            suffix, prefix_middle = text[len(pre + suf) :].split(mid)
+            whole = prefix_middle + suffix
+        else:  # PSM: P, S, then M
+            assert text.startswith(pre)
+            prefix, rest = text[len(pre) :].split(suf)
+            suffix, middle = rest.split(mid)
+            whole = prefix + middle + suffix
+        digest = hashlib.sha256(whole.encode()).hexdigest()
+        assert digest in train_files
+        seen.add(digest)
+    assert len(complete) >= 2 and len(seen) == len(complete)
     with pytest.raises(CorpusError, match="FIM token"):
         build_corpus(
             config_for(

@@ -2,11 +2,14 @@
 
     acepilot team-server --registry DIR --model NAME [--host 127.0.0.1 --port 8000]
     acepilot team-server token create NAME | list | revoke NAME [--registry DIR]
+    acepilot team-server admin create NAME | list | revoke NAME [--registry DIR]
 
 An OpenAI-compatible completions server (docs/team-server.md) with continuous
 batching, per-user KV reuse, bearer tokens, limits and hot swap of the
 registry's production version. Tokens live hashed in a SQLite file inside the
-registry directory (--tokens-db to put it elsewhere).
+registry directory (--tokens-db to put it elsewhere). The dashboard at
+/dashboard (sign in with an admin token) manages tokens and shows usage
+reports, kept in a SQLite file beside the token database.
 """
 
 from __future__ import annotations
@@ -135,27 +138,54 @@ def register(subparsers: argparse._SubParsersAction[Any]) -> None:
         metavar="NAME",
         help="serve /metrics only to the token named NAME (token create NAME); default: open",
     )
+    board = parser.add_argument_group("dashboard and usage reports")
+    board.add_argument(
+        "--no-dashboard",
+        dest="dashboard",
+        action="store_false",
+        help="do not serve /dashboard (usage is still counted)",
+    )
+    board.add_argument(
+        "--usage-db", type=Path, help="usage database (default: beside the token database)"
+    )
+    board.add_argument(
+        "--usage-retention",
+        type=positive_float,
+        default=90.0,
+        metavar="DAYS",
+        help="usage rows older than this are deleted",
+    )
+    board.add_argument(
+        "--session-hours",
+        type=positive_float,
+        default=8.0,
+        help="a dashboard sign-in lasts this long",
+    )
     tls = parser.add_argument_group("TLS (or terminate TLS at a reverse proxy)")
     tls.add_argument("--tls-cert", type=Path, help="certificate chain (PEM)")
     tls.add_argument("--tls-key", type=Path, help="private key (PEM)")
     parser.set_defaults(func=run_team_server)
 
-    commands = parser.add_subparsers(dest="team_command", metavar="token")
-    token = commands.add_parser(
-        "token",
-        help="create, list or revoke bearer tokens",
-        description="Manage the team server's bearer tokens (stored as sha256 hashes).",
-    )
-    actions = token.add_subparsers(dest="token_action", metavar="ACTION", required=True)
-    create = actions.add_parser("create", help="issue a token for NAME and print it once")
-    create.add_argument("name", help="who the token is for, e.g. alice@laptop")
-    actions.add_parser("list", help="list token names, creation and revocation times")
-    revoke = actions.add_parser("revoke", help="revoke NAME's token (401 from then on)")
-    revoke.add_argument("name")
-    for sub in (create, revoke, actions.choices["list"]):
-        add_registry(sub, default=argparse.SUPPRESS)
-        sub.add_argument("--tokens-db", type=Path, default=argparse.SUPPRESS)
-    token.set_defaults(func=run_token)
+    commands = parser.add_subparsers(dest="team_command", metavar="token|admin")
+    for kind, what, effect in (
+        ("token", "bearer tokens (the API's)", "401 from then on"),
+        ("admin", "admin tokens (sign-in to /dashboard)", "its sessions end"),
+    ):
+        token = commands.add_parser(
+            kind,
+            help=f"create, list or revoke {what}",
+            description=f"Manage the team server's {what}, stored as sha256 hashes.",
+        )
+        actions = token.add_subparsers(dest="token_action", metavar="ACTION", required=True)
+        create = actions.add_parser("create", help="issue a token for NAME and print it once")
+        create.add_argument("name", help="who the token is for, e.g. alice@laptop")
+        actions.add_parser("list", help="list names, creation and revocation times")
+        revoke = actions.add_parser("revoke", help=f"revoke NAME's token ({effect})")
+        revoke.add_argument("name")
+        for sub in (create, revoke, actions.choices["list"]):
+            add_registry(sub, default=argparse.SUPPRESS)
+            sub.add_argument("--tokens-db", type=Path, default=argparse.SUPPRESS)
+        token.set_defaults(func=run_token, token_kind=kind)
 
 
 def tokens_path(args: argparse.Namespace) -> Path:
@@ -168,9 +198,9 @@ def tokens_path(args: argparse.Namespace) -> Path:
 
 
 def run_token(args: argparse.Namespace) -> int:
-    from acepilot.server.team.tokens import TokenStore
+    from acepilot.server.team.tokens import AdminStore, TokenStore
 
-    store = TokenStore(tokens_path(args))
+    store = (AdminStore if args.token_kind == "admin" else TokenStore)(tokens_path(args))
     if args.token_action == "create":
         token = store.create(args.name)
         print(token)
@@ -232,8 +262,16 @@ def run_team_server(args: argparse.Namespace) -> int:
         deadline_s=args.deadline,
         client_timeout_s=args.client_timeout,
     )
+    tokens = TokenStore(tokens_path(args))
+    usage, dashboard = usage_and_dashboard(args, tokens, manager)
     server = TeamServer(
-        manager, TokenStore(tokens_path(args)), metrics, limits, metrics_token=args.metrics_token
+        manager,
+        tokens,
+        metrics,
+        limits,
+        metrics_token=args.metrics_token,
+        usage=usage,
+        dashboard=dashboard,
     )
     connections, backlog = fit_to_file_limit(args.max_connections, BACKLOG)
     protocol = guarded_protocol(
@@ -269,8 +307,37 @@ def run_team_server(args: argparse.Namespace) -> int:
         flush=True,
     )
     manager.start()
+    usage.start()
     try:
         uvicorn.Server(config).run()
     finally:
         manager.stop()
+        usage.stop()
     return 0
+
+
+def usage_and_dashboard(args: argparse.Namespace, tokens: Any, manager: Any) -> tuple[Any, Any]:
+    """The usage store (always) and the dashboard (unless --no-dashboard)."""
+    import os
+
+    from acepilot.server.errors import AcepilotError
+    from acepilot.server.team.dashboard import Dashboard
+    from acepilot.server.team.sessions import ENV_ADMIN, MIN_ENV_TOKEN_CHARS, Sessions
+    from acepilot.server.team.store import UsageStore, default_db
+    from acepilot.server.team.tokens import AdminStore
+
+    usage = UsageStore(
+        args.usage_db or default_db(tokens.path), retention_days=args.usage_retention
+    )
+    if not args.dashboard:
+        return usage, None
+    env_token = os.environ.get(ENV_ADMIN) or None
+    if env_token is not None and len(env_token) < MIN_ENV_TOKEN_CHARS:
+        raise AcepilotError(
+            f"team-server: ${ENV_ADMIN} must be at least {MIN_ENV_TOKEN_CHARS} characters "
+            "(or unset it and use: acepilot team-server admin create NAME)"
+        )
+    sessions = Sessions(
+        AdminStore(tokens.path), lifetime_s=args.session_hours * 3600, env_token=env_token
+    )
+    return usage, Dashboard(usage, tokens, sessions, manager)

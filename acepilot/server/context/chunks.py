@@ -13,6 +13,8 @@ import re
 from collections.abc import Iterator
 from dataclasses import dataclass
 
+import numpy as np
+
 KINDS = (
     "imported_definition",
     "near_cursor_symbol",
@@ -53,12 +55,39 @@ class LineWindow:
     text: str
 
 
+class FileLines:
+    """A file's bytes and where each line starts: lines are cut out on demand.
+
+    Lines end at "\n" only, as tree-sitter counts rows (a form feed or a lone "\r" is
+    no line break here), so definition and chunk line numbers agree. No list of one
+    string per line is built: a request touches a few lines of each of a few dozen files.
+    """
+
+    __slots__ = ("data", "starts")
+
+    def __init__(self, data: bytes) -> None:
+        self.data = data
+        breaks = np.flatnonzero(np.frombuffer(data, dtype=np.uint8) == 10)
+        self.starts = np.concatenate(([0], breaks + 1))  # line i starts at byte starts[i]
+
+    def text(self, start: int, end: int) -> str:
+        """Lines start..end (0-based, inclusive) without their final line break ("" if none)."""
+        count = len(self.starts)
+        if start < 0 or start >= count or end < start:
+            return ""
+        low = int(self.starts[start])
+        high = int(self.starts[end + 1]) - 1 if end + 1 < count else len(self.data)
+        text = self.data[low:high].decode("utf-8", errors="replace")
+        return text.replace("\r\n", "\n").removesuffix("\n")
+
+
 def windows(text: str, size: int = CHUNK_LINES) -> Iterator[LineWindow]:
     """Cut text into consecutive windows of `size` lines (no overlap, so the index stays small).
 
-    Blank-only windows are skipped; over-long lines are cut to MAX_LINE_CHARS.
+    Blank-only windows are skipped; over-long lines are cut to MAX_LINE_CHARS. Lines end
+    at "\n" (see FileLines).
     """
-    lines = text.splitlines()
+    lines = [line.removesuffix("\r") for line in text.split("\n")]
     for start in range(0, len(lines), size):
         part = [line[:MAX_LINE_CHARS] for line in lines[start : start + size]]
         if any(line.strip() for line in part):

@@ -34,10 +34,11 @@ import threading
 from collections.abc import Callable, Iterator, Sequence
 
 from acepilot.server.context.chunks import KINDS, ContextChunk
+from acepilot.server.context.grammars import normalize_language
 from acepilot.server.context.index import WorkspaceIndex
 from acepilot.server.context.recent import RecentChunks
 from acepilot.server.context.sources import Candidate, Request, Sources, ranked_names
-from acepilot.server.context.symbols import normalize_language, parse
+from acepilot.server.context.symbols import parse
 
 BLOCK_LINES = 16  # the cursor block: the context is recomputed when the cursor leaves it
 QUERY_BEFORE = 24  # lines before the block that make the lexical query

@@ -23,7 +23,6 @@ import logging
 import os
 import threading
 import time
-from collections import defaultdict
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -31,9 +30,12 @@ import numpy as np
 import numpy.typing as npt
 
 from acepilot.server.context.chunks import windows
-from acepilot.server.context.resolve import ModuleMap
+from acepilot.server.context.grammars import language_of
+from acepilot.server.context.imports import Import
+from acepilot.server.context.resolve import ModuleMap, Paths, add_path, discard_path, get_paths
 from acepilot.server.context.retrieval import Bm25Snapshot, ChunkRef, ChunkTerms, Vocabulary
-from acepilot.server.context.symbols import Definition, FileSymbols, Import, language_of, parse
+from acepilot.server.context.symbols import Definition, FileSymbols, parse
+from acepilot.server.context.table import DefinitionTable
 from acepilot.server.context.workspace import IndexLimits, admitted, read_source, walk
 
 log = logging.getLogger(__name__)
@@ -47,7 +49,7 @@ class FileEntry:
 
     language: str
     size: int
-    definitions: list[Definition]
+    definitions: DefinitionTable
     imports: list[Import]
     chunk_lines: npt.NDArray[np.int32]  # (n, 2): first and last line of each chunk
     terms: ChunkTerms
@@ -58,12 +60,15 @@ class WorkspaceIndex:
 
     def __init__(self, root: str | Path, limits: IndexLimits | None = None) -> None:
         self.root = Path(root).resolve()
+        self._root_str = str(self.root)
         self.limits = limits or IndexLimits()
         self.files: dict[str, FileEntry] = {}
-        self.symbols: dict[str, list[Definition]] = defaultdict(list)
+        # name -> the file(s) defining it at the top level / as a member (resolve.py's tables)
+        self._top: Paths = {}
+        self._members: Paths = {}
         self.modules = ModuleMap(self.root.name)
         self.vocab = Vocabulary()
-        self.bm25 = Bm25Snapshot([], 0)
+        self.bm25 = Bm25Snapshot([])
         self.generation = 0  # bumped when any file's entry changes (collector cache key)
         self.total_bytes = 0
         self.stats: dict[
@@ -135,8 +140,7 @@ class WorkspaceIndex:
         """Rebuild the BM25 matrix from the kept term ids and swap it in."""
         with self._lock:
             files = [(path, e.chunk_lines, e.terms) for path, e in self.files.items()]
-            vocab_size = len(self.vocab.ids)
-        self.bm25 = Bm25Snapshot(files, vocab_size)
+        self.bm25 = Bm25Snapshot(files)
         release_free_memory()
 
     # --- updates -------------------------------------------------------------------------------
@@ -176,12 +180,8 @@ class WorkspaceIndex:
         if old is None:
             return
         self.total_bytes -= old.size
-        for definition in old.definitions:
-            bucket = self.symbols.get(definition.name)
-            if bucket is not None:
-                bucket[:] = [d for d in bucket if d.path != rel]
-                if not bucket:
-                    del self.symbols[definition.name]
+        for name, parent in zip(old.definitions.names, old.definitions.parents, strict=True):
+            discard_path(self._members if parent else self._top, name, rel)
         self.modules.remove(rel)
         self.generation += 1
 
@@ -206,14 +206,14 @@ class WorkspaceIndex:
             chunk_lines = np.array(
                 [(w.start_line, w.end_line) for w in parts], dtype=np.int32
             ).reshape(-1, 2)
-            terms = ChunkTerms.from_chunks([self.vocab.encode(w.text) for w in parts])
+            terms = ChunkTerms.from_bags([self.vocab.bag(w.text) for w in parts])
         except (RecursionError, ValueError, MemoryError) as error:
             log.warning("not indexed: %s (%s)", rel, type(error).__name__)
             return False
         entry = FileEntry(
             language=language,
             size=size,
-            definitions=symbols.definitions,
+            definitions=DefinitionTable.of(symbols.definitions),
             imports=symbols.imports,
             chunk_lines=chunk_lines,
             terms=terms,
@@ -222,17 +222,42 @@ class WorkspaceIndex:
             self._drop(rel)
             self.files[rel] = entry
             self.total_bytes += size
-            for definition in entry.definitions:
-                self.symbols[definition.name].append(definition)
+            for name, parent in zip(
+                entry.definitions.names, entry.definitions.parents, strict=True
+            ):
+                add_path(self._members if parent else self._top, name, rel)
             self.modules.add(rel)
             self.generation += 1
         return True
 
     # --- queries (called by the collector on request threads) ----------------------------------
 
-    def definitions_named(self, name: str) -> list[Definition]:
+    def files_defining(self, name: str) -> tuple[tuple[str, ...], tuple[str, ...]]:
+        """The files that define `name` at the top level, and those that define it as a member."""
         with self._lock:
-            return list(self.symbols.get(name, ()))
+            return get_paths(self._top, name), get_paths(self._members, name)
+
+    def definitions_named(self, name: str, rel: str | None = None) -> list[Definition]:
+        """The definitions of `name` (in file `rel` only, if given; else in every file, by path)."""
+        with self._lock:
+            if rel is not None:
+                entry = self.files.get(rel)
+                return entry.definitions.definitions(rel, name) if entry is not None else []
+            top, members = get_paths(self._top, name), get_paths(self._members, name)
+            paths = sorted(set(top + members))
+            return [
+                d for path in paths for d in self.files[path].definitions.definitions(path, name)
+            ]
+
+    def names(self) -> list[str]:
+        """Every defined name (benchmarks)."""
+        with self._lock:
+            return list(dict.fromkeys([*self._top, *self._members]))
+
+    @property
+    def definition_count(self) -> int:
+        with self._lock:
+            return sum(len(entry.definitions) for entry in self.files.values())
 
     def symbols_of(self, rel: str) -> FileSymbols | None:
         """A file's definitions and imports as of its last indexing (its last save), None if not indexed.
@@ -244,12 +269,15 @@ class WorkspaceIndex:
             entry = self.files.get(rel)
             if entry is None:
                 return None
-            return FileSymbols(definitions=list(entry.definitions), imports=list(entry.imports))
+            return FileSymbols(
+                definitions=entry.definitions.definitions(rel), imports=list(entry.imports)
+            )
 
-    def definitions_in(self, rel: str) -> list[Definition]:
+    def definitions_in(self, rel: str, parent: str | None = None) -> list[Definition]:
+        """A file's definitions (those inside `parent` only, if given; "": the top level)."""
         with self._lock:
             entry = self.files.get(rel)
-            return list(entry.definitions) if entry is not None else []
+            return entry.definitions.definitions(rel, parent=parent) if entry is not None else []
 
     def resolve_imports(
         self, rel: str, language: str, imports: list[Import]
@@ -267,6 +295,18 @@ class WorkspaceIndex:
     ) -> list[tuple[ChunkRef, float]]:
         """BM25 top-k chunks for the query terms, excluding one file (the one being edited)."""
         return self.bm25.search(self.vocab.lookup(terms), k, exclude_path)
+
+    def path_of(self, rel: str) -> str:
+        """An indexed file's absolute path (a str: cheaper than Path on the request path)."""
+        return os.path.join(self._root_str, rel)
+
+    def read_bytes(self, rel: str) -> bytes:
+        """An indexed file's bytes, read from disk now (b"" if it is gone or now too big)."""
+        try:
+            with open(self.path_of(rel), "rb") as handle:
+                return handle.read(self.limits.max_file_bytes + 1)[: self.limits.max_file_bytes]
+        except OSError:
+            return b""
 
     def read_text(self, rel: str) -> str:
         """An indexed file's text, read from disk now ("" if it is gone or now too big)."""

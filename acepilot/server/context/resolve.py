@@ -14,7 +14,7 @@ from __future__ import annotations
 import posixpath
 from collections import defaultdict
 
-from acepilot.server.context.symbols import Import
+from acepilot.server.context.imports import Import
 
 JS_SUFFIXES = (".ts", ".tsx", ".js", ".jsx", ".mjs", ".cjs", ".d.ts")
 INDEX_FILES = tuple("/index" + s for s in JS_SUFFIXES)
@@ -30,6 +30,39 @@ def _stem(path: str) -> str:
     return f"{head}/{base}" if head else base
 
 
+# A table's value: one path (most keys: a full path's suffixes are unique), or a set of them.
+# A set costs ~200 bytes even with one element; at 10,000 files that was ~10 MB.
+Paths = dict[str, str | set[str]]
+
+
+def add_path(table: Paths, key: str, path: str) -> None:
+    found = table.get(key)
+    if found is None:
+        table[key] = path
+    elif isinstance(found, str):
+        if found != path:
+            table[key] = {found, path}
+    else:
+        found.add(path)
+
+
+def discard_path(table: Paths, key: str, path: str) -> None:
+    found = table.get(key)
+    if found == path:
+        del table[key]
+    elif isinstance(found, set):
+        found.discard(path)
+        if len(found) == 1:
+            table[key] = found.pop()
+
+
+def get_paths(table: Paths, key: str) -> tuple[str, ...]:
+    found = table.get(key)
+    if found is None:
+        return ()
+    return (found,) if isinstance(found, str) else tuple(found)
+
+
 class ModuleMap:
     """Path-suffix lookup over the workspace's files and directories (updated with the index)."""
 
@@ -37,8 +70,8 @@ class ModuleMap:
         self.root_name = (
             root_name  # e.g. "httpx": lets `httpx._models` match a workspace opened at httpx/
         )
-        self._files: dict[str, set[str]] = defaultdict(set)  # stem suffix -> files
-        self._dirs: dict[str, set[str]] = defaultdict(set)  # dir suffix -> files directly inside
+        self._files: Paths = {}  # stem suffix -> files
+        self._dirs: Paths = {}  # dir suffix -> files directly inside
         self.paths: set[str] = set()
         self._by_dir: dict[str, set[str]] = defaultdict(set)  # exact directory -> files
 
@@ -59,9 +92,9 @@ class ModuleMap:
         self._by_dir[posixpath.dirname(path)].add(path)
         stems, dirs = self._keys(path)
         for key in stems:
-            self._files[key].add(path)
+            add_path(self._files, key, path)
         for key in dirs:
-            self._dirs[key].add(path)
+            add_path(self._dirs, key, path)
 
     def remove(self, path: str) -> None:
         if path not in self.paths:
@@ -71,11 +104,9 @@ class ModuleMap:
         stems, dirs = self._keys(path)
         for table, keys in ((self._files, stems), (self._dirs, dirs)):
             for key in keys:
-                table[key].discard(path)
-                if not table[key]:
-                    del table[key]
+                discard_path(table, key, path)
 
-    def _nearest(self, candidates: set[str], importer: str) -> list[str]:
+    def _nearest(self, candidates: tuple[str, ...], importer: str) -> list[str]:
         """Candidates sorted by closeness to the importer (longest shared directory prefix), then name."""
         here = posixpath.dirname(importer).split("/")
 
@@ -92,15 +123,15 @@ class ModuleMap:
         """The file(s) whose extension-less path ends with `spec` (slash-separated), nearest first."""
         spec = spec.strip("/")
         found = (
-            self._files.get(spec)
-            or self._files.get(spec + "/__init__")
-            or self._files.get(spec + "/mod")
+            get_paths(self._files, spec)
+            or get_paths(self._files, spec + "/__init__")
+            or get_paths(self._files, spec + "/mod")
         )
         return self._nearest(found, importer)[:1] if found else []
 
     def directory(self, spec: str, importer: str) -> list[str]:
         """The files directly in the directory whose path ends with `spec` (Go packages, Java `.*`)."""
-        found = self._dirs.get(spec.strip("/"))
+        found = get_paths(self._dirs, spec.strip("/"))
         if not found:
             return []
         nearest = self._nearest(found, importer)[0]
@@ -214,7 +245,7 @@ class ModuleMap:
             self.exact(local)
             or [
                 p
-                for p in self._nearest(self._files.get(_stem(imp.module), set()), importer)
+                for p in self._nearest(get_paths(self._files, _stem(imp.module)), importer)
                 if p.endswith(imp.module)
             ][:1]
         )

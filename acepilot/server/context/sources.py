@@ -9,16 +9,20 @@ with what the budget has left.
 
 from __future__ import annotations
 
+import heapq
 import keyword
+import os
 import posixpath
 from collections import OrderedDict
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 
-from acepilot.server.context.chunks import identifiers, jaccard, sub_words, windows
+from acepilot.server.context.chunks import FileLines, identifiers, jaccard, sub_words, windows
+from acepilot.server.context.grammars import language_of
+from acepilot.server.context.imports import Import
 from acepilot.server.context.index import WorkspaceIndex
 from acepilot.server.context.recent import RecentChunks
-from acepilot.server.context.symbols import MAX_SIGNATURE, Definition, Import, language_of
+from acepilot.server.context.symbols import MAX_SIGNATURE, Definition
 
 # Languages whose files help each other's prompts (the rest: only the same language).
 FAMILIES = {"typescript": "javascript", "tsx": "javascript", "cpp": "c"}
@@ -31,7 +35,8 @@ def family(language: str | None) -> str | None:
 MAX_PER_NAME = 2  # definitions kept per ambiguous name (near-cursor source)
 MAX_MEMBERS = 24  # member signatures in a class summary
 BM25_K = 16
-FILE_CACHE = 64  # files whose lines stay in memory between requests
+FILE_CACHE = 256  # files kept in memory between requests (bytes + line starts: ~4 MB)
+EMPTY = FileLines(b"")
 OPEN_TAB_WINDOW = 12
 OPEN_TAB_MIN_SIMILARITY = 0.1
 COMMON_WORDS = frozenset(keyword.kwlist) | frozenset(
@@ -66,7 +71,7 @@ class Request:
     query: str  # the lines around the cursor block (BM25, recent and open-tab similarity)
     local_names: frozenset[str]  # defined in the current file: already in the prompt
     imports: list[Import]
-    file_cache: dict[str, list[str]] = field(default_factory=dict)
+    file_cache: dict[str, FileLines] = field(default_factory=dict)
 
 
 def ranked_names(lines: list[str], cursor_line: int, skip: frozenset[str]) -> list[str]:
@@ -89,28 +94,28 @@ class Sources:
         self.index = index
         self.recent = recent
         self.open_tabs = open_tabs
-        self._files: OrderedDict[str, tuple[tuple[int, int], list[str]]] = OrderedDict()  # LRU
+        self._files: OrderedDict[str, tuple[tuple[int, int], FileLines]] = OrderedDict()  # LRU
 
     def lines(self, request: Request, rel: str, start: int, end: int) -> str:
         """Lines of an indexed file (kept across requests while the file's mtime and size hold)."""
         cached = request.file_cache.get(rel)
         if cached is None:
             cached = request.file_cache[rel] = self._file_lines(rel)
-        return "\n".join(cached[start : end + 1])
+        return cached.text(start, end)
 
-    def _file_lines(self, rel: str) -> list[str]:
+    def _file_lines(self, rel: str) -> FileLines:
         if self.index is None:
-            return []
+            return EMPTY
         try:
-            stat = (self.index.root / rel).stat()
+            stat = os.stat(self.index.path_of(rel))
         except OSError:
-            return []
+            return EMPTY
         key = (stat.st_mtime_ns, stat.st_size)
         found = self._files.get(rel)
         if found is not None and found[0] == key:
             self._files.move_to_end(rel)
             return found[1]
-        lines = self.index.read_text(rel).splitlines()
+        lines = FileLines(self.index.read_bytes(rel))
         self._files[rel] = (key, lines)
         while len(self._files) > FILE_CACHE:
             self._files.popitem(last=False)
@@ -133,9 +138,8 @@ class Sources:
             indent = " " * 4
             members = [
                 indent + (d.signature or self._one_line(request, d))
-                for d in self.index.definitions_in(definition.path)
-                if d.parent == definition.name
-                and definition.start_line < d.start_line <= definition.end_line
+                for d in self.index.definitions_in(definition.path, parent=definition.name)
+                if definition.start_line < d.start_line <= definition.end_line
             ]
             if members:
                 text = "\n".join([text, *members[:MAX_MEMBERS]])
@@ -165,9 +169,7 @@ class Sources:
         rank = {name: i for i, name in enumerate(request.names)}
         scored: list[tuple[int, str, int, Definition]] = []
         for target, names in named.items():
-            for definition in self.index.definitions_in(target):
-                if definition.parent:
-                    continue
+            for definition in self.index.definitions_in(target, parent=""):
                 near = rank.get(definition.name)
                 if near is None and definition.name not in names:
                     continue  # neither used in this file nor imported by name
@@ -184,15 +186,36 @@ class Sources:
     # --- symbols near the cursor ---------------------------------------------------------------
 
     def near_cursor_symbol(self, request: Request) -> Iterator[Candidate]:
-        """Names used around the cursor, resolved through the workspace symbol table."""
+        """Names used around the cursor, resolved through the workspace symbol table.
+
+        Per name, at most MAX_PER_NAME definitions: top-level ones first, then members;
+        among them, those of the nearest files (directory steps), then by path and line.
+        """
         if self.index is None:
             return
         here = posixpath.dirname(request.path)
+        distances: dict[str, int] = {}  # per file: a common name is defined in thousands
+
+        def nearness(path: str) -> tuple[int, str]:
+            distance = distances.get(path)
+            if distance is None:
+                distance = distances[path] = _distance(here, path)
+            return distance, path
+
         for rank, name in enumerate(request.names):
-            found = [d for d in self.index.definitions_named(name) if d.path != request.path]
-            found.sort(
-                key=lambda d: (d.parent != "", _distance(here, d.path), d.path, d.start_line)
-            )
+            found: list[Definition] = []
+            for member, files in enumerate(self.index.files_defining(name)):
+                others = [path for path in files if path != request.path]
+                for path in heapq.nsmallest(MAX_PER_NAME, others, key=nearness):
+                    found += [
+                        d
+                        for d in self.index.definitions_named(name, path)
+                        if bool(d.parent) == bool(member)
+                    ]
+                    if len(found) >= MAX_PER_NAME:
+                        break
+                if len(found) >= MAX_PER_NAME:
+                    break
             for definition in found[:MAX_PER_NAME]:
                 candidate = self.signature(
                     request, definition, "near_cursor_symbol", 1.0 / (1 + rank)

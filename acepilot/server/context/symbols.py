@@ -1,44 +1,25 @@
-"""Definitions and imports of one source file, parsed with tree-sitter.
+"""Definitions of one source file, parsed with tree-sitter (imports: imports.py).
 
-One parser for eight languages (py-tree-sitter and the grammar packages from
-PyPI): the walk below knows, per language, which nodes define a name (and what
-kind), where a definition's body starts (its signature is the text before it),
-where its documentation is (Python docstrings, comments just above for the
-others) and which nodes import another file. Function bodies are not entered:
-local helpers are not workspace symbols. Parsing is error-tolerant (a file being
-typed still yields the definitions tree-sitter can recognise).
+One walk for nine grammars (grammars.py): it knows, per language, which nodes
+define a name (and what kind), where a definition's body starts (its signature
+is the text before it), where its documentation is (Python docstrings, comments
+just above for the others); the import nodes it meets go to the language's
+reader in imports.py. Function bodies are not entered: local helpers are not
+workspace symbols. Parsing is error-tolerant (a file being typed still yields
+the definitions tree-sitter can recognise).
 """
 
 from __future__ import annotations
 
-import functools
-import importlib
 import sys
-from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from tree_sitter import Language, Node, Parser
+from tree_sitter import Node
 
-EXTENSIONS = {
-    ".py": "python", ".pyi": "python",
-    ".js": "javascript", ".jsx": "javascript", ".mjs": "javascript", ".cjs": "javascript",
-    ".ts": "typescript", ".mts": "typescript", ".cts": "typescript", ".tsx": "tsx",
-    ".go": "go", ".rs": "rust", ".java": "java",
-    ".c": "c", ".h": "c",
-    ".cc": "cpp", ".cpp": "cpp", ".cxx": "cpp", ".hh": "cpp", ".hpp": "cpp", ".hxx": "cpp",
-}  # fmt: skip
-GRAMMARS: dict[str, tuple[str, str]] = {
-    "python": ("tree_sitter_python", "language"),
-    "javascript": ("tree_sitter_javascript", "language"),
-    "typescript": ("tree_sitter_typescript", "language_typescript"),
-    "tsx": ("tree_sitter_typescript", "language_tsx"),
-    "go": ("tree_sitter_go", "language"),
-    "rust": ("tree_sitter_rust", "language"),
-    "java": ("tree_sitter_java", "language"),
-    "c": ("tree_sitter_c", "language"),
-    "cpp": ("tree_sitter_cpp", "language"),
-}
-ALIASES = {"javascriptreact": "javascript", "typescriptreact": "tsx", "c++": "cpp"}
+from acepilot.server.context.grammars import node_text as _text
+from acepilot.server.context.grammars import parser_for
+from acepilot.server.context.imports import IMPORT_NODES, Import, read_imports
+
 MAX_SIGNATURE = 300  # characters of a signature kept
 MAX_DOC = 300  # characters of documentation kept
 
@@ -112,52 +93,12 @@ class Definition:
     header_end_line: int = -1  # last line of signature + docstring (the "signature first" text)
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
-class Import:
-    """One import as written: the module spec, the names it brings in ("*" for all), Python's dots."""
-
-    module: str
-    names: tuple[str, ...] = ()
-    level: int = 0
-
-
 @dataclass(slots=True, kw_only=True)
 class FileSymbols:
     """What the parse of one file gives the index."""
 
     definitions: list[Definition] = field(default_factory=list)
     imports: list[Import] = field(default_factory=list)
-
-
-def language_of(filename: str) -> str | None:
-    """The parser language of a file name (by extension), None for files we do not parse."""
-    dot = filename.rfind(".")
-    return EXTENSIONS.get(filename[dot:].lower()) if dot >= 0 else None
-
-
-def normalize_language(language: str | None, filename: str) -> str | None:
-    """An LSP languageId ("typescriptreact", "cpp", ...) mapped onto our grammars; else the extension."""
-    if language:
-        lang = ALIASES.get(language.lower(), language.lower())
-        if lang in GRAMMARS:
-            return lang
-    return language_of(filename)
-
-
-@functools.cache
-def parser_for(language: str) -> Parser:
-    """A tree-sitter parser for one language (grammar loaded once per process)."""
-    module_name, function = GRAMMARS[language]
-    capsule = getattr(importlib.import_module(module_name), function)()
-    return Parser(Language(capsule))
-
-
-def _text(node: Node | None) -> str:
-    return (
-        node.text.decode("utf-8", errors="replace")
-        if node is not None and node.text is not None
-        else ""
-    )
 
 
 def _name_of(node: Node) -> str:
@@ -256,9 +197,6 @@ class _Walker:
         self.out = FileSymbols()
         self.depth = 0
         self.compact = False
-        self.importer: Callable[[Node], None] = IMPORTERS.get(language, lambda node: None).__get__(
-            self
-        )
 
     def walk(self, node: Node, parent: str, top: bool, in_type: bool = False) -> None:
         if self.depth >= MAX_DEPTH or node.type in EXPRESSIONS:
@@ -271,14 +209,14 @@ class _Walker:
     def visit(self, node: Node, parent: str, top: bool, in_type: bool = False) -> None:
         kind = DEFINITIONS.get(node.type)
         if node.type in IMPORT_NODES:
-            self.importer(node)
+            self.out.imports.extend(read_imports(node, self.language))
             return
         if node.type == "call_expression" and top:
-            self.importer(node)
+            self.out.imports.extend(read_imports(node, self.language))
         if node.type == "variable_declarator" and top:  # const x = require("./x")
             value = node.child_by_field_name("value")
             if value is not None and value.type == "call_expression":
-                self.importer(value)
+                self.out.imports.extend(read_imports(value, self.language))
         if top and node.type in ("expression_statement", "declaration"):
             self._top_level_statement(node)
         if (
@@ -383,127 +321,6 @@ class _Walker:
             )
         return True
 
-    # --- imports, one method per language --------------------------------------------------------
-
-    def python_import(self, node: Node) -> None:
-        if node.type == "import_statement":
-            for child in node.named_children:
-                target = (
-                    child.child_by_field_name("name") if child.type == "aliased_import" else child
-                )
-                self.out.imports.append(Import(module=_text(target)))
-            return
-        if node.type != "import_from_statement":
-            return
-        module = node.child_by_field_name("module_name")
-        level, name = 0, ""
-        if module is not None and module.type == "relative_import":
-            prefix = next((c for c in module.children if c.type == "import_prefix"), None)
-            level = len(_text(prefix))
-            name = next((_text(c) for c in module.named_children if c.type == "dotted_name"), "")
-        else:
-            name = _text(module)
-        names: list[str] = []
-        for child in node.children_by_field_name("name"):
-            target = child.child_by_field_name("name") if child.type == "aliased_import" else child
-            names.append(_text(target))
-        if any(c.type == "wildcard_import" for c in node.named_children):
-            names.append("*")
-        self.out.imports.append(Import(module=name, names=tuple(names), level=level))
-
-    def js_import(self, node: Node) -> None:
-        if node.type == "call_expression":  # require("./x") at the top level
-            function = node.child_by_field_name("function")
-            arguments = node.child_by_field_name("arguments")
-            if _text(function) == "require" and arguments is not None and arguments.named_children:
-                self.out.imports.append(
-                    Import(module=_text(arguments.named_children[0]).strip("'\"`"))
-                )
-            return
-        source = node.child_by_field_name("source")
-        if source is None:
-            return
-        names = [
-            _text(n.child_by_field_name("name") or n)
-            for n in _descendants(node, ("import_specifier", "export_specifier"))
-        ]
-        clause = next((c for c in node.named_children if c.type == "import_clause"), None)
-        if clause is not None:
-            names += [_text(c) for c in clause.named_children if c.type == "identifier"]
-        self.out.imports.append(Import(module=_text(source).strip("'\"`"), names=tuple(names)))
-
-    def go_import(self, node: Node) -> None:
-        for spec in _descendants(node, ("import_spec",)):
-            self.out.imports.append(
-                Import(module=_text(spec.child_by_field_name("path")).strip('"`'))
-            )
-
-    def rust_import(self, node: Node) -> None:
-        if node.type == "mod_item":
-            if node.child_by_field_name("body") is None:
-                self.out.imports.append(
-                    Import(module="self::" + _text(node.child_by_field_name("name")))
-                )
-            else:
-                self.visit_container_mod(node)
-            return
-        argument = node.child_by_field_name("argument")
-        text = " ".join(_text(argument).split())
-        if "{" in text:  # use a::b::{C, d::E};
-            base, _, rest = text.partition("{")
-            for item in rest.rstrip("}").split(","):
-                item = item.strip().split(" as ")[0]
-                if item:
-                    self.out.imports.append(
-                        Import(module=base + item, names=(item.rsplit("::", 1)[-1],))
-                    )
-        elif text:
-            path = text.split(" as ")[0]
-            self.out.imports.append(Import(module=path, names=(path.rsplit("::", 1)[-1],)))
-
-    def visit_container_mod(self, node: Node) -> None:
-        self.walk(
-            node.child_by_field_name("body") or node, _text(node.child_by_field_name("name")), False
-        )
-
-    def java_import(self, node: Node) -> None:
-        text = _text(node).removeprefix("import").strip().rstrip(";").strip()
-        text = text.removeprefix("static ").strip()
-        self.out.imports.append(Import(module=text, names=(text.rsplit(".", 1)[-1],)))
-
-    def c_import(self, node: Node) -> None:
-        path = node.child_by_field_name("path")
-        if path is not None:
-            self.out.imports.append(Import(module=_text(path).strip('"<>')))
-
-
-IMPORT_NODES = frozenset(
-    {"import_statement", "import_from_statement", "import_declaration", "use_declaration", "preproc_include",
-     "export_statement_with_source"}
-)  # fmt: skip
-IMPORTERS: dict[str, Callable[[_Walker, Node], None]] = {
-    "python": _Walker.python_import,
-    "javascript": _Walker.js_import,
-    "typescript": _Walker.js_import,
-    "tsx": _Walker.js_import,
-    "go": _Walker.go_import,
-    "rust": _Walker.rust_import,
-    "java": _Walker.java_import,
-    "c": _Walker.c_import,
-    "cpp": _Walker.c_import,
-}
-
-
-def _descendants(node: Node, types: tuple[str, ...]) -> list[Node]:
-    found: list[Node] = []
-    stack = [node]
-    while stack:
-        current = stack.pop()
-        if current.type in types:
-            found.append(current)
-        stack.extend(reversed(current.named_children))
-    return found
-
 
 def parse(path: str, text: str, language: str, compact: bool = False) -> FileSymbols:
     """Definitions and imports of `text` (the file `path`, workspace-relative) in `language`.
@@ -519,7 +336,7 @@ def parse(path: str, text: str, language: str, compact: bool = False) -> FileSym
     if language == "rust":  # `mod x;` declarations are imports too (handled on their own)
         for node in tree.root_node.named_children:
             if node.type == "mod_item" and node.child_by_field_name("body") is None:
-                walker.rust_import(node)
+                walker.out.imports.extend(read_imports(node, language))
     walker.out.imports = list(
         dict.fromkeys(walker.out.imports)
     )  # `const {a} = require(x)` seen twice

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pathspec
 
-from acepilot.server.context.symbols import language_of
+from acepilot.server.context.grammars import language_of
 
 SKIP_DIRS = frozenset(
     {

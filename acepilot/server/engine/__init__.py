@@ -7,7 +7,7 @@
 No torch here: onnxruntime, tokenizers and numpy only.
 """
 
-from acepilot.server.engine.engine import Engine
+from acepilot.server.engine.engine import Engine, Prefilled
 from acepilot.server.engine.generation import FINISH_REASONS, Generation, GenerationParams
 
-__all__ = ["FINISH_REASONS", "Engine", "Generation", "GenerationParams"]
+__all__ = ["FINISH_REASONS", "Engine", "Generation", "GenerationParams", "Prefilled"]

@@ -30,6 +30,13 @@ token boundary; the cut point moves in steps of 1/8 of that budget, so that
 consecutive keystrokes in a long file keep the same cut and still reuse the
 cache.
 
+Idle prefill (`prefill`, llama.vim's idea): while the user pauses, the
+language server feeds the stable head of the next prompt into the document's
+session without generating, so the request after the pause prefills only what
+is new. It never makes a request wait: it does not queue for the lock (a busy
+engine: it returns at once), it runs in small chunks, and between chunks it
+stops when its cancel event is set or a generation is waiting for the lock.
+
 One lock per engine serialises generation (a run already uses every core);
 `generate` can be called from worker threads while an asyncio loop runs, and
 a caller waiting for the lock still honours its cancel event and deadline.
@@ -65,6 +72,24 @@ TRUNCATION_STEPS = 8
 NUMPY_DTYPES = {"float32": np.float32, "float16": np.float16, "int8": np.int8}
 ORT_TYPES = {"float32": "tensor(float)", "float16": "tensor(float16)", "int8": "tensor(int8)"}
 ANONYMOUS = object()  # the slot of session=None calls: always cold
+IDLE_PREFILL_CHUNK = 32  # tokens per idle-prefill run: it yields to a request within one
+
+
+@dataclass(frozen=True)
+class Prefilled:
+    """What an idle prefill did: the prompt's tokens, those already cached, those fed now.
+
+    `finish_reason`: "done" (the session now holds the whole prompt), "cancelled" (its
+    cancel event, or a generation wanted the engine: the chunks fed so far are kept),
+    "busy" (the engine was generating: nothing done), "too_long" (the prompt would be
+    cut to the model's window, and its cut would not be the request's: nothing done).
+    """
+
+    prompt_tokens: int
+    reused_tokens: int
+    prefilled_tokens: int
+    finish_reason: str
+    prefill_ms: float = 0.0
 
 
 def available_cores() -> int:
@@ -149,6 +174,8 @@ class Engine:
         self.max_sessions = max(1, min(max_sessions, kv_memory // self.slot_bytes))
         self._slots: OrderedDict[Hashable, _Slot] = OrderedDict()
         self._lock = threading.Lock()
+        self._waiting = 0  # generations waiting for the lock (an idle prefill yields to them)
+        self._waiting_lock = threading.Lock()
 
     @classmethod
     def load(
@@ -279,6 +306,47 @@ class Engine:
         finally:
             self._lock.release()
 
+    def prefill(
+        self,
+        prompt: str | Sequence[int],
+        *,
+        session: str,
+        max_new_tokens: int = 64,
+        cancel: threading.Event | None = None,
+        chunk: int = IDLE_PREFILL_CHUNK,
+    ) -> Prefilled:
+        """Feed `prompt` into `session`'s KV cache without generating (see the module docstring).
+
+        `max_new_tokens` is the next request's: a prompt that request would cut to the
+        window is not prefilled. The engine busy: returns at once ("busy").
+        """
+        if chunk < 1:
+            raise ValueError(f"chunk must be at least 1, got {chunk}")
+        ids, truncated = self._prompt_ids(prompt, self.max_length - max_new_tokens)
+        if truncated:
+            return Prefilled(len(ids), 0, 0, "too_long")
+        if not self._lock.acquire(blocking=False):
+            return Prefilled(len(ids), 0, 0, "busy")
+        try:
+            slot = self._slot(session)
+            reused = common_prefix(slot.ids, ids)
+            if reused == len(ids):  # all cached: keep what follows (a completion to accept)
+                return Prefilled(len(ids), reused, 0, "done")
+            del slot.ids[reused:]
+            fed, reason, tick = reused, "done", time.perf_counter()
+            while fed < len(ids):
+                if (cancel is not None and cancel.is_set()) or self._waiting:
+                    reason = "cancelled"
+                    break
+                part = ids[fed : fed + chunk]
+                self._run(slot, part, fed)
+                slot.ids.extend(part)
+                fed += len(part)
+            elapsed = (time.perf_counter() - tick) * 1000
+            return Prefilled(len(ids), reused, fed - reused, reason, elapsed)
+        finally:
+            self._lock.release()
+
     def warmup(self) -> None:
         """One short cold generation (a prefill and a decode step) to warm onnxruntime up."""
         start = self.bos_token_id if self.bos_token_id is not None else self.eos_token_id
@@ -315,12 +383,20 @@ class Engine:
         return ids[cut:], cut
 
     def _acquire(self, cancel: threading.Event | None, end: float | None) -> bool:
-        while not self._lock.acquire(timeout=LOCK_POLL_S):
-            if cancel is not None and cancel.is_set():
-                return False
-            if end is not None and time.monotonic() >= end:
-                return False
-        return True
+        if self._lock.acquire(blocking=False):
+            return True
+        with self._waiting_lock:
+            self._waiting += 1  # seen by an idle prefill between its chunks: it stops
+        try:
+            while not self._lock.acquire(timeout=LOCK_POLL_S):
+                if cancel is not None and cancel.is_set():
+                    return False
+                if end is not None and time.monotonic() >= end:
+                    return False
+            return True
+        finally:
+            with self._waiting_lock:
+                self._waiting -= 1
 
     def _generate(
         self,

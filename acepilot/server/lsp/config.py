@@ -69,6 +69,7 @@ class Config:
     workspace_context_tokens: int = (
         384  # of which workspace context (0: none; see lsp/workspace.py)
     )
+    idle_prefill_ms: int = 300  # pause before prefilling the next prompt's head (local; 0: off)
     max_lines: int = 16  # most lines of a multi-line completion
     debounce_ms: int = 40  # wait for typing to pause before asking the model
     timeout_ms: int = 10_000  # generation deadline (0: none)
@@ -211,6 +212,7 @@ CHECKS: dict[str, tuple[str, Any]] = {
     "snippetTokens": ("snippet_tokens", _int_range(0, 16384)),
     "workspaceContext": ("workspace_context", _bool),
     "workspaceContextTokens": ("workspace_context_tokens", _int_range(0, 16384)),
+    "idlePrefillMs": ("idle_prefill_ms", _int_range(0, 60_000)),
     "maxLines": ("max_lines", _int_range(1, 500)),
     "debounceMs": ("debounce_ms", _int_range(0, 5000)),
     "timeoutMs": ("timeout_ms", _int_range(0, 600_000)),

@@ -28,14 +28,22 @@ from __future__ import annotations
 import asyncio
 import itertools
 import logging
+import threading
 import time
 from dataclasses import dataclass, replace
 
-from acepilot.server.lsp.backends import Backend, BackendError, Request, Result, Ticket
+from acepilot.server.lsp.backends import (
+    Backend,
+    BackendError,
+    LocalBackend,
+    Request,
+    Result,
+    Ticket,
+)
 from acepilot.server.lsp.config import Config
 from acepilot.server.lsp.documents import Document
 from acepilot.server.lsp.postprocess import postprocess
-from acepilot.server.lsp.prompt import CONTEXT_SHARE, Prompt, build_prompt
+from acepilot.server.lsp.prompt import CONTEXT_SHARE, Prompt, build_prompt, stable_head
 from acepilot.server.lsp.session import Session
 from acepilot.server.lsp.snapshot import Snapshot, take_snapshot
 from acepilot.server.lsp.stats import RequestRecord
@@ -46,6 +54,8 @@ from acepilot.server.protocol import STATE_READY
 log = logging.getLogger(__name__)
 _ids = itertools.count(1)
 CONTEXT_HEADER_TOKENS = 32  # kept for the current file's header when sizing the context
+FIM_TOKENS = 3  # the FIM special tokens build_prompt adds beyond its budget
+MIN_PROMPT_TOKENS = 16  # a model window smaller than maxNewTokens still gets a prompt
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -100,6 +110,7 @@ async def complete(session: Session, query: Query) -> Completion | None:
         raise
     finally:
         session.end_ticket(query.uri, ticket)
+    session.arm_idle(query.uri, query.line, query.character)  # prefill.py
     record_request(session, ticket, started)
     if text is None:
         return None
@@ -136,14 +147,22 @@ async def run_stages(
 
 
 async def build(
-    session: Session, document: Document, snapshot: Snapshot, backend: Backend
+    session: Session,
+    document: Document,
+    snapshot: Snapshot,
+    backend: Backend,
+    record: bool = True,
 ) -> Prompt:
-    """Stage 3: snippets, workspace context and the prompt, on a worker thread (CPU work)."""
+    """Stage 3: snippets, workspace context and the prompt, on a worker thread (CPU work).
+
+    `record`: remember it as the last prompt (stats, `--explain`); an idle prefill does not.
+    """
     config = session.config
     count = session.counter
     neighbours = session.context.neighbours(session.documents, document)
     workspace = session.workspace
-    budget = workspace_budget(config) if workspace.active else 0
+    tokens = prompt_budget(config, backend)
+    budget = workspace_budget(config, tokens) if workspace.active else 0
     # On the event loop: the text as of this request (bounded around the cursor).
     text, offset = (
         document_window(document.lines, snapshot.line, snapshot.column) if budget else ("", 0)
@@ -165,28 +184,68 @@ async def build(
         )
         prompt = build_prompt(
             replace(snapshot.prompt, snippets=snippets, context=chunks),
-            config.context_tokens,
+            tokens,
             count,
             backend.fim,
             backend.suffix_field,
             getattr(backend, "repo_format", None),
         )
-        used = [part for part in prompt.parts if part.kind == "context"]
-        workspace.last_chunks = len(used)
-        workspace.last_tokens = sum(part.tokens for part in used)
+        if record:
+            used = [part for part in prompt.parts if part.kind == "context"]
+            workspace.last_chunks = len(used)
+            workspace.last_tokens = sum(part.tokens for part in used)
         return prompt
 
     prompt = await asyncio.get_running_loop().run_in_executor(session.cpu, work)
-    session.last_prompt = prompt
+    if record:
+        session.last_prompt = prompt
     return prompt
 
 
-def workspace_budget(config: Config) -> int:
+async def idle_prefill(
+    session: Session, uri: str, line: int, character: int, cancel: threading.Event
+) -> object | None:
+    """While the user pauses (prefill.py): the prompt a request here would build, up to the
+    cursor line, into the document's KV cache. None when there is nothing to do."""
+    backend, config = session.backend, session.config
+    document = session.documents.find(uri)
+    if (
+        not isinstance(backend, LocalBackend)
+        or not config.kv_reuse
+        or document is None
+        or document.stale
+        or not config.enabled_for(document.language_id)
+        or session.tickets  # a request is in flight: it prefills for itself
+    ):
+        return None
+    line, column = document.clamp(line, character)
+    path = session.relative_path(uri)
+    snapshot = take_snapshot(document, line, column, path=path, config=config)
+    prompt = await build(session, document, snapshot, backend, record=False)
+    head = stable_head(prompt)
+    if not head or cancel.is_set() or session.tickets:
+        return None
+    return await backend.prefill(head, uri, config.max_new_tokens, cancel)
+
+
+def prompt_budget(config: Config, backend: Backend) -> int:
+    """The prompt's tokens: `contextTokens`, within a local model's window less the tokens to
+    generate. Past it the engine would keep the prompt's tail and drop its head, which is
+    where the workspace context and the header are (acepilot-tiny's window is 1,024 tokens,
+    the default `contextTokens` + `maxNewTokens` 1,088)."""
+    window = getattr(getattr(backend, "engine", None), "max_length", None)
+    if not isinstance(window, int):
+        return config.context_tokens  # remote: the server's model is not known here
+    room = window - config.max_new_tokens - FIM_TOKENS
+    return max(MIN_PROMPT_TOKENS, min(config.context_tokens, room))
+
+
+def workspace_budget(config: Config, prompt_tokens: int) -> int:
     """Tokens offered to the workspace context: the setting, within 3/4 of the prompt budget
     less the open-tab snippets' share (prompt.py drops context that would crowd out the code)."""
     if not config.workspace_context:
         return 0
-    room = config.context_tokens * (CONTEXT_SHARE - 1) // CONTEXT_SHARE - config.snippet_tokens
+    room = prompt_tokens * (CONTEXT_SHARE - 1) // CONTEXT_SHARE - config.snippet_tokens
     return max(0, min(config.workspace_context_tokens, room - CONTEXT_HEADER_TOKENS))
 
 

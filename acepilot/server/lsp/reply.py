@@ -15,7 +15,7 @@ from lsprotocol import types
 
 from acepilot.server import protocol
 from acepilot.server.lsp.pipeline import Completion
-from acepilot.server.lsp.stats import Issued
+from acepilot.server.lsp.stats import Issued, utf16_length
 
 WORD_BEFORE = re.compile(r"[A-Za-z0-9_$]*$")
 MAX_LABEL = 80
@@ -26,7 +26,7 @@ def inline_items(completion: Completion | None, issued: Issued) -> types.InlineC
         return types.InlineCompletionList(items=[])
     document = completion.document
     at = types.Position(completion.line, document.to_units(completion.line, completion.column))
-    completion_id = issued.new(document.language_id)
+    completion_id = issued.new(document.language_id, utf16_length(completion.text))
     command = types.Command(
         title="Acepilot: accepted",
         command=protocol.ACCEPTED_COMMAND,

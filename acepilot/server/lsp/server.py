@@ -250,6 +250,7 @@ def stats(ls: AcepilotServer, params: Any) -> dict[str, Any]:
     backend = ls.session.backend
     snapshot = ls.session.stats.snapshot(backend.in_flight_tokens if backend is not None else 0)
     snapshot["workspace"] = ls.session.workspace.counts()  # counts only, never code or paths
+    snapshot["idle_prefill"] = ls.session.idle.counts()  # lsp/prefill.py
     params = plain(params)
     if isinstance(params, dict) and params.get("reset") is True:
         ls.session.stats = Stats()

@@ -21,6 +21,7 @@ import asyncio
 import concurrent.futures
 import contextlib
 import logging
+import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -37,6 +38,7 @@ from acepilot.server.lsp.cache import LruCache, TypingAhead
 from acepilot.server.lsp.config import Config, ConfigError
 from acepilot.server.lsp.context import ContextIndex
 from acepilot.server.lsp.documents import Change, DocumentError, DocumentStore, repair
+from acepilot.server.lsp.prefill import IdlePrefill
 from acepilot.server.lsp.prompt import Prompt, TokenCounter
 from acepilot.server.lsp.stats import GenerationRecord, Issued, Stats, TelemetrySender, parse_event
 from acepilot.server.lsp.workspace import WorkspaceContext
@@ -84,6 +86,8 @@ class Session:
         self.cache = LruCache(256)
         self.context = ContextIndex(self.relative_path)
         self.workspace = WorkspaceContext()  # started by `start_workspace` (initialize)
+        self.idle = IdlePrefill(self._idle_prefill)  # prefill.py: the KV cache while typing pauses
+        self._last_edit: tuple[str, int, int] | None = None  # uri, line, character
         self.last_prompt: Prompt | None = None  # the last prompt built (`complete --explain`)
         # `start_workspace` ran (initialize, or the CLI's --workspace): settings may toggle it.
         self.workspace_started = False
@@ -124,6 +128,8 @@ class Session:
                 self.ask_resync(uri)
         elif self._resync_asked.pop(uri, None) is not None:
             log.info("document resynchronised (version %s)", document.version)
+        if not document.stale and changes:
+            self._edited(uri, changes[-1])
         if (
             not document.stale
             and changes
@@ -137,6 +143,32 @@ class Session:
             near = "\n" * start + "".join(document.lines[start : line + RECENT_LINES])
             self.workspace.noted(uri, lambda: near, line, "recent_edit")
 
+    def _edited(self, uri: str, change: Change) -> None:
+        """Where the cursor is after an edit (its end), for the idle prefill."""
+        line, character = change.start if change.start is not None else (0, 0)
+        pieces = change.text.split("\n")
+        line += len(pieces) - 1
+        character = (character if len(pieces) == 1 else 0) + len(pieces[-1])
+        self._last_edit = (uri, line, character)
+        self.arm_idle(uri, line, character)
+
+    # ---- idle prefill (prefill.py) ----------------------------------------------------------
+
+    def arm_idle(self, uri: str, line: int, character: int) -> None:
+        """After a change or a request: prefill there once the user pauses (local engine only)."""
+        config = self.config
+        if isinstance(self.backend, LocalBackend) and config.kv_reuse and config.idle_prefill_ms:
+            self.idle.arm(uri, line, character, config.idle_prefill_ms)
+        else:
+            self.idle.disarm()
+
+    async def _idle_prefill(
+        self, uri: str, line: int, character: int, cancel: threading.Event
+    ) -> Any:
+        from acepilot.server.lsp.pipeline import idle_prefill  # the pipeline imports this module
+
+        return await idle_prefill(self, uri, line, character, cancel)
+
     # ---- workspace context (lsp/workspace.py) ---------------------------------------------
 
     def start_workspace(self) -> None:
@@ -149,6 +181,8 @@ class Session:
         """didSave: re-index the file on a worker thread (parsing is CPU work)."""
         if self.workspace.active:
             self._submit(self.workspace.saved, uri)
+            if self._last_edit is not None:  # the context may change: prefill it anew
+                self.arm_idle(*self._last_edit)
 
     def watched_files(self, events: list[tuple[str, bool]]) -> None:
         """didChangeWatchedFiles: (uri, deleted) pairs, re-indexed or removed on a worker thread."""
@@ -181,6 +215,9 @@ class Session:
         self.ahead.forget(uri)
         self.context.forget(uri)
         self.cancel_ticket(uri)
+        if self._last_edit is not None and self._last_edit[0] == uri:
+            self._last_edit = None
+            self.idle.disarm()
         if self.backend is not None:
             self._spawn(self.backend.drop_session(uri))
 
@@ -210,7 +247,9 @@ class Session:
     # ---- requests in flight --------------------------------------------------------
 
     def new_ticket(self, uri: str) -> Ticket:
-        """A ticket for a new request; the document's previous request is cancelled."""
+        """A ticket for a new request; the document's previous request is cancelled, and an
+        idle prefill stops (the request goes first)."""
+        self.idle.disarm()
         self.cancel_ticket(uri)
         ticket = self.tickets[uri] = Ticket()
         return ticket
@@ -424,7 +463,7 @@ class Session:
             return
         self.stats.event(event.kind, language_id)
         if self.telemetry is not None:
-            self.telemetry.add(event.kind, language_id)
+            self.telemetry.add(event.kind, language_id, **self.issued.counts(event))
 
     def _stop_telemetry(self) -> None:
         sender, self.telemetry = self.telemetry, None
@@ -437,6 +476,7 @@ class Session:
 
     async def shutdown(self) -> None:
         """`shutdown`: stop requests, send queued telemetry (bounded: 5 s), close the backend."""
+        self.idle.close()
         for ticket in list(self.tickets.values()):
             ticket.cancel()
         sender, self.telemetry = self.telemetry, None
@@ -449,6 +489,7 @@ class Session:
 
     async def close(self) -> None:
         """The client is gone (or exited): stop work, free the model and threads."""
+        self.idle.close()
         for ticket in list(self.tickets.values()):
             ticket.cancel()
         self._stop_telemetry()

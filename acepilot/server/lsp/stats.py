@@ -11,7 +11,11 @@ item's `command`, see docs/lsp.md); the editor reports `shown`, `accepted` or
 `rejected` for it with the `acepilot/telemetry` notification. Only ids this
 server issued recently count, each event once per id, so a buggy or hostile
 client cannot inflate the acceptance rate. No code text is involved: an
-event is (kind, id, language).
+event is (kind, id, language), and for `retained` (an accepted completion
+checked again 30 s or 2 min later) the checkpoint and how many of its
+characters are still there. The completion's size is the server's own
+count (UTF-16 code units, as editors count), so a retained count is capped by
+what was really inserted.
 
 With the remote backend the counts are forwarded to the team server
 (`TelemetrySender`: POST {base}/v1/telemetry, batched, on its own thread,
@@ -40,6 +44,9 @@ log = logging.getLogger(__name__)
 WINDOW = 200  # latencies and generations kept for percentiles and the per-request list
 EVENTS = EVENT_KINDS
 MAX_ISSUED = 4096  # completion ids remembered for telemetry
+RETAINED = "retained"  # an accepted completion checked again (after CHECKPOINTS seconds)
+CHECKPOINTS = (30, 120)
+MAX_CHARS = 1_000_000
 LANGUAGE_ID = re.compile(r"^[A-Za-z0-9_.+#-]{1,64}$")
 COMPLETION_ID = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 
@@ -123,6 +130,8 @@ class Stats:
             self.overheads.append(overhead_ms)
 
     def event(self, kind: str, language_id: str) -> None:
+        if kind not in self.events:  # retention checks are forwarded, not counted here
+            return
         self.events[kind] += 1
         counts = self.by_language.setdefault(language_id, dict.fromkeys(EVENTS, 0))
         counts[kind] += 1
@@ -184,6 +193,19 @@ class TelemetryEvent:
     kind: str
     completion_id: str
     language_id: str
+    after_s: int | None = None  # retained: the checkpoint
+    retained_chars: int | None = None  # retained: characters still there
+
+
+def utf16_length(text: str) -> int:
+    """Characters as editors count them (UTF-16 code units)."""
+    return len(text.encode("utf-16-le")) // 2
+
+
+def _count(value: Any) -> int | None:
+    if isinstance(value, int) and not isinstance(value, bool) and 0 <= value <= MAX_CHARS:
+        return value
+    return None
 
 
 def plain(value: Any) -> Any:
@@ -207,41 +229,64 @@ def parse_event(params: Any) -> TelemetryEvent | None:
         params.get("id"),
         params.get("languageId"),
     )
-    if kind not in EVENTS:
+    if kind not in EVENTS and kind != RETAINED:
         return None
     if not isinstance(completion_id, str) or not COMPLETION_ID.match(completion_id):
         return None
     if not isinstance(language_id, str) or not LANGUAGE_ID.match(language_id):
         return None
+    if kind == RETAINED:
+        after, retained = params.get("afterS"), _count(params.get("retainedChars"))
+        if after not in CHECKPOINTS or isinstance(after, bool) or retained is None:
+            return None
+        return TelemetryEvent(RETAINED, completion_id, language_id, int(after), retained)
     return TelemetryEvent(str(kind), completion_id, language_id)
 
 
 class Issued:
-    """Completion ids handed out recently, with their language and the events seen."""
+    """Completion ids handed out recently, with their language, size and the events seen."""
 
     def __init__(self, size: int = MAX_ISSUED) -> None:
         self.size = size
         self._prefix = secrets.token_hex(4)  # ids of another server run never match
         self._counter = itertools.count(1)
-        self._items: OrderedDict[str, tuple[str, set[str]]] = OrderedDict()
+        self._items: OrderedDict[str, tuple[str, int, set[str]]] = OrderedDict()
 
-    def new(self, language_id: str) -> str:
+    def new(self, language_id: str, chars: int = 0) -> str:
+        """An id for a completion of `chars` characters (UTF-16 code units)."""
         completion_id = f"{self._prefix}-{next(self._counter)}"
-        self._items[completion_id] = (language_id, set())
+        self._items[completion_id] = (language_id, chars, set())
         while len(self._items) > self.size:
             self._items.popitem(last=False)
         return completion_id
 
     def record(self, event: TelemetryEvent) -> str | None:
-        """The completion's language if the event counts (a known id, first of its kind)."""
+        """The completion's language if the event counts (a known id, first of its kind;
+        a retention check only for an accepted completion, once per checkpoint)."""
         item = self._items.get(event.completion_id)
         if item is None:
             return None
-        language_id, seen = item
-        if event.kind in seen:
+        language_id, _, seen = item
+        key = event.kind
+        if event.kind == RETAINED:
+            if "accepted" not in seen:
+                return None
+            key = f"{RETAINED}-{event.after_s}"
+        if key in seen:
             return None
-        seen.add(event.kind)
+        seen.add(key)
         return language_id
+
+    def counts(self, event: TelemetryEvent) -> dict[str, int]:
+        """The sizes to forward with a counted event: none for shown/rejected."""
+        item = self._items.get(event.completion_id)
+        chars = item[1] if item is not None else 0
+        if event.kind == "accepted":
+            return {"chars": chars}
+        if event.kind == RETAINED and event.after_s is not None:
+            retained = min(event.retained_chars or 0, chars)
+            return {"chars": chars, "after_s": event.after_s, "retained_chars": retained}
+        return {}
 
 
 class TelemetrySender:
@@ -270,13 +315,14 @@ class TelemetrySender:
         self.interval = interval
         self.batch = batch
         self._client = httpx.Client(headers=headers, timeout=timeout)
-        self._queue: queue.Queue[dict[str, str] | None] = queue.Queue()
+        self._queue: queue.Queue[dict[str, str | int] | None] = queue.Queue()
         self.sent = 0  # events delivered (HTTP 2xx)
         self._thread = threading.Thread(target=self._run, name="acepilot-telemetry", daemon=True)
         self._thread.start()
 
-    def add(self, kind: str, language_id: str) -> None:
-        self._queue.put({"event": kind, "language": language_id})
+    def add(self, kind: str, language_id: str, **counts: int) -> None:
+        """Queue one event; `counts`: chars, after_s, retained_chars (see `Issued.counts`)."""
+        self._queue.put({"event": kind, "language": language_id, **counts})
 
     def close(self, timeout: float = 5.0) -> None:
         """Send what is queued (best-effort, bounded by `timeout`) and stop."""
@@ -285,7 +331,7 @@ class TelemetrySender:
         self._client.close()
 
     def _run(self) -> None:
-        pending: list[dict[str, str]] = []
+        pending: list[dict[str, str | int]] = []
         deadline = 0.0
         while True:
             timeout = max(0.0, deadline - time.monotonic()) if pending else None
@@ -306,7 +352,7 @@ class TelemetrySender:
                 self._send(pending)
                 pending = []
 
-    def _send(self, events: list[dict[str, str]]) -> None:
+    def _send(self, events: list[dict[str, str | int]]) -> None:
         import httpx
 
         try:

@@ -7,7 +7,10 @@
   `suffix`, a fill-in-the-middle model gets its FIM prompt (the manifest's
   tokens, in its PSM or SPM order).
 - `GET /v1/models`: the served model, with an "acepilot" object (fim, family, version).
-- `POST /v1/telemetry`: editors' shown/accepted/rejected counts per language.
+- `POST /v1/telemetry`: editors' shown/accepted/rejected counts per language, and
+  how many accepted characters were still there 30 s and 2 min later.
+- `/dashboard`: the operator's pages (sign-in, tokens, usage reports; `dashboard.py`),
+  fed by the usage store (`store.py`, SQLite) that this module counts into.
 - `GET /healthz` (the process answers), `GET /readyz` (a model is loaded),
   `GET /metrics` (Prometheus text format; optionally for one token only),
   `GET /openapi.json` (this API, generated from the request schema).
@@ -31,7 +34,7 @@ import secrets
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from functools import partial
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import anyio
 from starlette.applications import Starlette
@@ -59,7 +62,11 @@ from acepilot.server.team.models import ModelManager, Served, entry_created
 from acepilot.server.team.openapi import openapi_document
 from acepilot.server.team.prompts import PromptGate, check_characters
 from acepilot.server.team.schema import CompletionBody, TelemetryBody, parse
+from acepilot.server.team.store import NO_TOKEN, UsageStore
 from acepilot.server.team.tokens import TokenStore
+
+if TYPE_CHECKING:
+    from acepilot.server.team.dashboard import Dashboard
 
 __all__ = ["ApiError", "Limits", "TeamServer"]
 
@@ -81,8 +88,12 @@ class TeamServer:
         metrics: ServerMetrics,
         limits: Limits,
         metrics_token: str | None = None,
+        usage: UsageStore | None = None,
+        dashboard: Dashboard | None = None,
     ) -> None:
         self.manager = manager
+        self.usage = usage
+        self.dashboard = dashboard
         self.tokens = tokens
         self.metrics = metrics
         self.limits = limits
@@ -106,7 +117,17 @@ class TeamServer:
             ),
             Route("/v1/telemetry", self.endpoint("telemetry", self.telemetry), methods=["POST"]),
         ]
+        if self.dashboard is not None:
+            routes += self.dashboard.routes()
         return Starlette(routes=routes)
+
+    def version(self) -> str:
+        current = self.manager.current
+        return current.version if current is not None else ""
+
+    def count_error(self, name: str | None, kind: str) -> None:
+        if self.usage is not None:
+            self.usage.error(name or NO_TOKEN, self.version(), kind)
 
     # ---- plumbing --------------------------------------------------------
 
@@ -116,18 +137,22 @@ class TeamServer:
         """Auth, JSON errors and the request counter around a /v1 handler."""
 
         async def wrapped(request: Request) -> Response:
+            name: str | None = None
             try:
                 name = self.authenticate(request)
                 response = await handler(request, name)
             except ApiError as exc:
+                self.count_error(name, exc.code or exc.kind)
                 response = exc.response()
             except ClientDisconnect:  # the client's doing, not a server error
                 self.metrics.client_disconnects.inc(endpoint=label)
                 log.info("%s: the client left before its request body was read", label)
                 self.metrics.requests.inc(endpoint=label, status=CLIENT_CLOSED)
+                self.count_error(name, "client_closed")
                 return Response(status_code=int(CLIENT_CLOSED))
             except Exception:
                 log.exception("%s failed", label)
+                self.count_error(name, "server_error")
                 response = ApiError(500, "internal error", "server_error").response()
             self.metrics.requests.inc(endpoint=label, status=str(response.status_code))
             return response
@@ -263,9 +288,31 @@ class TeamServer:
 
     async def telemetry(self, request: Request, name: str) -> Response:
         body = parse(TelemetryBody, await self.read_body(request))
+        version = self.version()
         for item in body.events:
             language = self.languages.label(name, item.language)
-            self.metrics.telemetry.inc(token=name, event=item.event, language=language)
+            if item.event == "retained":
+                after = f"{item.after_s}s"
+                self.metrics.telemetry_chars.inc(
+                    item.chars or 0, token=name, kind="checked_" + after
+                )
+                self.metrics.telemetry_chars.inc(
+                    item.retained_chars or 0, token=name, kind="retained_" + after
+                )
+            else:
+                self.metrics.telemetry.inc(token=name, event=item.event, language=language)
+                if item.event == "accepted" and item.chars:
+                    self.metrics.telemetry_chars.inc(item.chars, token=name, kind="accepted")
+            if self.usage is not None:
+                self.usage.event(
+                    name,
+                    language,
+                    version,
+                    item.event,
+                    chars=item.chars or 0,
+                    after_s=item.after_s,
+                    retained_chars=item.retained_chars or 0,
+                )
         return JSONResponse({"received": len(body.events)})
 
     async def completions(self, request: Request, name: str) -> Response:
@@ -292,13 +339,19 @@ class TeamServer:
         run: CompletionRun | None = None
         try:
             ids = await self.prompt_ids(name, served, body)
-            run = CompletionRun(partial(self.observe, name), partial(self.manager.release, served))
+            run = CompletionRun(
+                partial(self.observe, name, served.version),
+                partial(self.manager.release, served),
+                version=served.version,
+            )
             run.ticket = self.submit(served, name, body, ids, run)
         except BaseException:
             if run is None or run.ticket is None:  # nothing owns the served version yet
                 self.manager.release(served)
             raise
         self.metrics.usage.inc(token=name)
+        if self.usage is not None:
+            self.usage.request(name, served.version)
         meta = {
             "id": "cmpl-" + secrets.token_hex(12),
             "created": int(time.time()),
@@ -362,7 +415,7 @@ class TeamServer:
         finally:
             watcher.cancel()
             run.close()
-        return JSONResponse(plain_body(meta, self.finished(name, run.ticket)))
+        return JSONResponse(plain_body(meta, self.finished(name, run.version, run.ticket)))
 
     async def stream(
         self, name: str, run: CompletionRun, meta: dict[str, Any], body: CompletionBody
@@ -373,8 +426,9 @@ class TeamServer:
             async for piece in run.pieces():
                 yield chunk(meta, piece, None)
             try:
-                result = self.finished(name, run.ticket)
+                result = self.finished(name, run.version, run.ticket)
             except ApiError as exc:
+                self.count_error(name, exc.code or exc.kind)
                 yield event({"error": {"message": exc.message, "type": exc.kind, "code": exc.code}})
                 return
             yield chunk(meta, "", FINISH.get(result.finish_reason, "stop"))
@@ -386,7 +440,7 @@ class TeamServer:
         finally:
             run.close()
 
-    def finished(self, name: str, ticket: BatchTicket) -> Generation:
+    def finished(self, name: str, version: str, ticket: BatchTicket) -> Generation:
         """Metrics and the log line for a finished ticket; errors for failed ones."""
         result = ticket.result
         if ticket.error is not None or result is None:
@@ -396,10 +450,10 @@ class TeamServer:
                 "the server is busy: the request's deadline passed while it waited",
                 "queue_timeout",
             )
-        self.observe(name, ticket)
+        self.observe(name, version, ticket)
         return result
 
-    def observe(self, name: str, ticket: BatchTicket) -> None:
+    def observe(self, name: str, version: str, ticket: BatchTicket) -> None:
         result = ticket.result
         assert result is not None
         metrics = self.metrics
@@ -413,6 +467,15 @@ class TeamServer:
         metrics.tokens.inc(len(result.token_ids), direction="out")
         metrics.reused.inc(result.reused_tokens)
         metrics.usage_tokens.inc(len(result.token_ids), token=name)
+        if self.usage is not None:
+            self.usage.finished(
+                name,
+                version,
+                cancelled=result.finish_reason == "cancelled",
+                latency_ms=total * 1000,
+                tokens_in=result.prompt_tokens,
+                tokens_out=len(result.token_ids),
+            )
         log.info(
             "completion for %s: %s, %d prompt tokens (%d reused), %d out, %.0f ms",
             name,

@@ -49,8 +49,10 @@ class CompletionRun:
         self,
         observe: Callable[[BatchTicket], None],
         release: Callable[[], None],
+        version: str = "",
     ) -> None:
         self.phase = Phase.RUNNING
+        self.version = version  # the model version generating it (for the usage reports)
         self.ticket: BatchTicket | None = None  # set by the caller right after submit
         self._observe = observe
         self._release = release

@@ -231,6 +231,13 @@ class ServerMetrics:
             "Editor-reported completion events (shown, accepted, rejected) per token and language",
             ["token", "event", "language"],
         )
+        self.telemetry_chars = r.counter(
+            "acepilot_telemetry_chars_total",
+            "Editor-reported characters per token: accepted; and of accepted completions "
+            "re-checked 30 s / 2 min later, the characters checked and those still there "
+            "(checked_30s, retained_30s, checked_120s, retained_120s)",
+            ["token", "kind"],
+        )
         self.auth_failures = r.counter(
             "acepilot_auth_failures_total", "Requests refused for a missing or bad token"
         )

@@ -28,6 +28,7 @@ from pydantic import (
     ValidationInfo,
     WithJsonSchema,
     field_validator,
+    model_validator,
 )
 from pydantic_core import PydanticCustomError
 
@@ -39,7 +40,9 @@ MAX_STOP_CHARS = 256
 MAX_USER_CHARS = 256
 MAX_TELEMETRY_EVENTS = 1000
 LANGUAGE_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.+#-]{0,31}$"
-TELEMETRY_EVENTS = ("shown", "accepted", "rejected")
+TELEMETRY_EVENTS = ("shown", "accepted", "rejected", "retained")
+MAX_EVENT_CHARS = 1_000_000  # characters of one completion (far above any max_tokens)
+CHECKPOINTS = (30, 120)  # seconds after acceptance when editors re-check (store.CHECKPOINTS)
 
 
 def _or(default: Any) -> BeforeValidator:
@@ -162,11 +165,46 @@ class CompletionBody(Strict):
         return self.stream_options is not None and self.stream_options.include_usage
 
 
+Chars = Annotated[int, Field(ge=0, le=MAX_EVENT_CHARS)]
+
+
 class TelemetryEvent(Strict):
-    event: Literal["shown", "accepted", "rejected"]
+    """One editor report; counts and sizes only, never text.
+
+    `accepted` may say how many characters were inserted (`chars`); `retained`
+    says, for an accepted completion re-checked `after_s` seconds later, how
+    many of its `chars` characters are still there (`retained_chars`)."""
+
+    event: Literal["shown", "accepted", "rejected", "retained"]
     language: Annotated[str, StringConstraints(pattern=LANGUAGE_PATTERN)] = Field(
         description="an LSP language id"
     )
+    chars: Chars | None = Field(
+        default=None, description="accepted/retained: characters the completion inserted"
+    )
+    after_s: Literal[30, 120] | None = Field(
+        default=None, description="retained: seconds after acceptance"
+    )
+    retained_chars: Chars | None = Field(
+        default=None, description="retained: of `chars`, how many are still in the document"
+    )
+
+    @model_validator(mode="after")
+    def _fields_of_the_kind(self) -> TelemetryEvent:
+        if self.event == "retained":
+            if self.after_s is None or self.chars is None or self.retained_chars is None:
+                raise PydanticCustomError(
+                    "telemetry_event", "a retained event needs after_s, chars and retained_chars"
+                )
+            if self.retained_chars > self.chars:
+                raise PydanticCustomError("telemetry_event", "retained_chars cannot exceed chars")
+        elif self.after_s is not None or self.retained_chars is not None:
+            raise PydanticCustomError(
+                "telemetry_event", "after_s and retained_chars belong to retained events only"
+            )
+        elif self.chars is not None and self.event != "accepted":
+            raise PydanticCustomError("telemetry_event", "chars belongs to accepted and retained")
+        return self
 
 
 class TelemetryBody(Strict):
@@ -198,7 +236,9 @@ HELP = {
     "user": f"'user' must be a string of at most {MAX_USER_CHARS} characters",
     "events": 'the body must be {"events": [...]} with at most '
     f"{MAX_TELEMETRY_EVENTS} events, each "
-    f'{{"event": {" | ".join(TELEMETRY_EVENTS)}, "language": a language id}}',
+    f'{{"event": {" | ".join(TELEMETRY_EVENTS)}, "language": a language id}}, '
+    'plus "chars" (accepted, retained) and "after_s" (30 or 120) and "retained_chars" '
+    "(retained)",
 }
 
 M = TypeVar("M", bound=BaseModel)
@@ -223,8 +263,12 @@ def error_of(exc: ValidationError) -> ApiError:
     field = str(loc[0])
     if kind == "server_limit":
         return bad(detail, field)
+    if kind == "telemetry_event":
+        where = "".join(f"[{part}]" if isinstance(part, int) else str(part) for part in loc)
+        return bad(f"{where}: {detail}", field)
     where = str(loc[0]) + "".join(f"[{part}]" if isinstance(part, int) else "" for part in loc[1:])
-    named = [part for part in loc[1:] if isinstance(part, str) and part in ("event", "language")]
+    event_fields = ("event", "language", "chars", "after_s", "retained_chars")
+    named = [part for part in loc[1:] if isinstance(part, str) and part in event_fields]
     if named:
         where += "." + named[0]
     help_text = HELP.get(field)

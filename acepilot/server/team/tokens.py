@@ -30,8 +30,9 @@ TOKEN_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._@+-]{0,63}$")
 DB_NAME = "team-tokens.sqlite3"
 MAX_TOKEN_CHARS = 256
 
+ADMIN_PREFIX = "acpadm_"
 SCHEMA = """
-CREATE TABLE IF NOT EXISTS tokens (
+CREATE TABLE IF NOT EXISTS {table} (
     name TEXT PRIMARY KEY,
     hash TEXT NOT NULL UNIQUE,
     created TEXT NOT NULL,
@@ -67,6 +68,11 @@ def now() -> str:
 class TokenStore:
     """Create, list, revoke and check tokens (see the module docstring)."""
 
+    table = "tokens"
+    prefix = PREFIX
+    what = "token"
+    command = "acepilot team-server token list"
+
     def __init__(self, path: Path) -> None:
         self.path = Path(path)
 
@@ -74,7 +80,7 @@ class TokenStore:
     def _connect(self) -> Iterator[sqlite3.Connection]:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         with closing(sqlite3.connect(self.path, timeout=5.0)) as connection:
-            connection.execute(SCHEMA)
+            connection.execute(SCHEMA.format(table=self.table))
             with connection:  # a transaction: committed on success
                 yield connection
 
@@ -85,47 +91,71 @@ class TokenStore:
                 f"invalid token name {name!r}: use letters, digits and . _ @ + - "
                 "(at most 64 characters, starting with a letter or digit)"
             )
-        token = PREFIX + secrets.token_urlsafe(32)
+        token = self.prefix + secrets.token_urlsafe(32)
         with self._connect() as db:
-            row = db.execute("SELECT revoked FROM tokens WHERE name = ?", (name,)).fetchone()
+            row = db.execute(f"SELECT revoked FROM {self.table} WHERE name = ?", (name,)).fetchone()
             if row is not None and row[0] is None:
                 raise TokenError(
-                    f"a token named {name!r} exists; revoke it first to issue a new one"
+                    f"a {self.what} named {name!r} exists; revoke it first to issue a new one"
                 )
-            db.execute("DELETE FROM tokens WHERE name = ?", (name,))
+            db.execute(f"DELETE FROM {self.table} WHERE name = ?", (name,))
             db.execute(
-                "INSERT INTO tokens (name, hash, created, revoked) VALUES (?, ?, ?, NULL)",
+                f"INSERT INTO {self.table} (name, hash, created, revoked) VALUES (?, ?, ?, NULL)",
                 (name, token_hash(token), now()),
             )
         return token
 
     def list(self) -> list[TokenInfo]:
         with self._connect() as db:
-            rows = db.execute("SELECT name, created, revoked FROM tokens ORDER BY name").fetchall()
+            rows = db.execute(
+                f"SELECT name, created, revoked FROM {self.table} ORDER BY name"
+            ).fetchall()
         return [TokenInfo(str(name), str(created), revoked) for name, created, revoked in rows]
 
     def revoke(self, name: str) -> None:
         with self._connect() as db:
             cursor = db.execute(
-                "UPDATE tokens SET revoked = ? WHERE name = ? AND revoked IS NULL", (now(), name)
+                f"UPDATE {self.table} SET revoked = ? WHERE name = ? AND revoked IS NULL",
+                (now(), name),
             )
             if cursor.rowcount == 0:
-                known = db.execute("SELECT 1 FROM tokens WHERE name = ?", (name,)).fetchone()
+                known = db.execute(f"SELECT 1 FROM {self.table} WHERE name = ?", (name,)).fetchone()
                 raise TokenError(
-                    f"token {name!r} is already revoked"
+                    f"{self.what} {name!r} is already revoked"
                     if known
-                    else f"no token named {name!r} (see: acepilot team-server token list)"
+                    else f"no {self.what} named {name!r} (see: {self.command})"
                 )
 
     def check(self, token: str) -> str | None:
         """The name of an active token, or None (unknown, revoked, malformed)."""
-        if not token.startswith(PREFIX) or len(token) > MAX_TOKEN_CHARS:
+        if not token.startswith(self.prefix) or len(token) > MAX_TOKEN_CHARS:
             return None
         digest = token_hash(token)
         with self._connect() as db:
             row = db.execute(
-                "SELECT name, hash FROM tokens WHERE hash = ? AND revoked IS NULL", (digest,)
+                f"SELECT name, hash FROM {self.table} WHERE hash = ? AND revoked IS NULL",
+                (digest,),
             ).fetchone()
         if row is None or not hmac.compare_digest(str(row[1]), digest):
             return None
         return str(row[0])
+
+
+class AdminStore(TokenStore):
+    """The dashboard's admin tokens: the same database, a table of their own.
+
+    An admin token (`acpadm_...`) signs in to /dashboard and reads its JSON
+    report; it is not an API token, and an API token is not an admin token."""
+
+    table = "admins"
+    prefix = ADMIN_PREFIX
+    what = "admin token"
+    command = "acepilot team-server admin list"
+
+    def active(self, name: str) -> bool:
+        """Whether `name` holds an active admin token (a revoked admin's sessions end)."""
+        with self._connect() as db:
+            row = db.execute(
+                f"SELECT 1 FROM {self.table} WHERE name = ? AND revoked IS NULL", (name,)
+            ).fetchone()
+        return row is not None

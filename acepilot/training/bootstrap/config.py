@@ -89,6 +89,7 @@ class BootstrapConfig:
     perplexity_tokens: int = 32_768
     onnx_perplexity_tokens: int = 2048
     require_better: bool = True  # refuse to publish a model that loses to a baseline
+    compare_shipped: bool = True  # also evaluate the shipped model it would replace
 
     @classmethod
     def preset(cls, name: str, **overrides: Any) -> BootstrapConfig:
@@ -151,6 +152,7 @@ PRESETS: dict[str, dict[str, Any]] = {
         "perplexity_tokens": 2048,
         "onnx_perplexity_tokens": 256,
         "require_better": False,
+        "compare_shipped": False,
     },
 }
 
@@ -196,6 +198,7 @@ EVAL_FIELDS = (
     "eval_max_tokens",
     "perplexity_tokens",
     "onnx_perplexity_tokens",
+    "compare_shipped",
 )
 
 __all__ = [

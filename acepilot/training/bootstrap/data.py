@@ -1,9 +1,10 @@
 """Stages 2 and 3: the tokenizer and the packed training rows.
 
-Tokenizer: byte-level BPE (GPT-2/CodeGen style) trained on a sample of the
-training files only, with `<|endoftext|>` (BOS = EOS, id 0) and the
-StarCoder2 FIM and repository tokens as special tokens, so the model build
-finds them in the tokenizer and records them in the manifest.
+Tokenizer: byte-level BPE (GPT-2/CodeGen style; acepilot/training/tokenizer.py,
+the trainer the test models use too) trained on a sample of the training files
+only, with `<|endoftext|>` (BOS = EOS, id 0) and the StarCoder2 FIM and
+repository tokens as special tokens, so the model build finds them in the
+tokenizer and records them in the manifest.
 
 Data: each training file is cut into pieces that fit a row
 (`chars_per_chunk`), and each piece becomes one document
@@ -25,41 +26,12 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
-from acepilot.training import tiny
 from acepilot.training.bootstrap.config import BootstrapConfig
 from acepilot.training.bootstrap.sources import SourceFile, Sources, name_hash, read_code
 from acepilot.training.corpus import fim
+from acepilot.training.tokenizer import load_tokenizer, train_tokenizer
 
 TOKENS = fim.FimTokens()
-
-
-def train_tokenizer(texts: Sequence[str], vocab_size: int, out: Path) -> None:
-    """A byte-level BPE with the special tokens; transformers' files in `out`."""
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
-    from transformers import PreTrainedTokenizerFast
-
-    tokenizer = Tokenizer(models.BPE())
-    tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-    tokenizer.decoder = decoders.ByteLevel()
-    tokenizer.post_processor = processors.ByteLevel(trim_offsets=False)
-    trainer = trainers.BpeTrainer(
-        vocab_size=vocab_size,
-        min_frequency=2,
-        special_tokens=TOKENS.special(),
-        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
-        show_progress=False,
-    )
-    tokenizer.train_from_iterator(texts, trainer=trainer)
-    fast = PreTrainedTokenizerFast(
-        tokenizer_object=tokenizer,
-        bos_token=TOKENS.eos,
-        eos_token=TOKENS.eos,
-        unk_token=TOKENS.eos,
-        additional_special_tokens=TOKENS.special()[1:],
-        clean_up_tokenization_spaces=False,  # would rewrite " ." etc.: code must round-trip
-    )
-    out.mkdir(parents=True, exist_ok=True)
-    fast.save_pretrained(str(out))
 
 
 def tokenizer_sample(files: Sequence[SourceFile], budget: int) -> list[str]:
@@ -77,9 +49,12 @@ def tokenizer_sample(files: Sequence[SourceFile], budget: int) -> list[str]:
 def make_tokenizer(sources: Sources, config: BootstrapConfig, out: Path) -> dict[str, Any]:
     began = time.monotonic()
     train_tokenizer(
-        tokenizer_sample(sources.train, config.tokenizer_sample_bytes), config.vocab_size, out
+        tokenizer_sample(sources.train, config.tokenizer_sample_bytes),
+        config.vocab_size,
+        out,
+        special_tokens=TOKENS.special(),
     )
-    tokenizer = tiny.load_tokenizer(out)
+    tokenizer = load_tokenizer(out)
     tokenizer.model_max_length = config.n_positions
     tokenizer.save_pretrained(str(out))
     for token in TOKENS.special():
@@ -149,7 +124,7 @@ def make_data(
     from acepilot.training.corpus import pack
 
     began = time.monotonic()
-    tokenizer = tiny.load_tokenizer(tokenizer_dir)
+    tokenizer = load_tokenizer(tokenizer_dir)
     eos = tokenizer.eos_token_id
     dtype = pack.token_dtype(len(tokenizer))
     counts: dict[str, dict[str, Any]] = {}
@@ -185,10 +160,4 @@ def make_data(
     return {"counts": counts, "seconds": round(time.monotonic() - began, 1)}
 
 
-def encode_files(tokenizer: Any, files: Sequence[SourceFile]) -> list[list[int]]:
-    texts = [read_code(f.path) or "" for f in files]
-    ids: list[list[int]] = tokenizer(texts, add_special_tokens=False, verbose=False)["input_ids"]
-    return ids
-
-
-__all__ = ["TOKENS", "documents", "encode_files", "make_data", "make_tokenizer", "train_tokenizer"]
+__all__ = ["TOKENS", "documents", "make_data", "make_tokenizer"]

@@ -40,6 +40,7 @@ PREFIX_ONLY = MODEL_NAME
 WITH_SUFFIX = f"{MODEL_NAME} + suffix (FIM)"  # prefix-suffix-middle order
 WITH_SUFFIX_SPM = f"{MODEL_NAME} + suffix (FIM, SPM)"  # suffix-prefix-middle order
 FIM_PREDICTORS = {"psm": WITH_SUFFIX, "spm": WITH_SUFFIX_SPM}
+PREVIOUS = f"previous {MODEL_NAME} (shipped)"  # the model a new one would replace
 BASELINES = ("bigram", "repeat previous line")
 SUFFIX_CHARS = 1500
 
@@ -89,13 +90,13 @@ def by_language(files: Sequence[SourceFile]) -> dict[str, list[SourceFile]]:
 
 def line_tasks(config: BootstrapConfig, held_out: Sequence[SourceFile]) -> list[Any]:
     """The same number of positions in every language (seeded), labelled by package."""
-    from acepilot.training.eval import line_completion as lc
+    from acepilot.training.eval.line_tasks import sample_tasks
 
     groups = by_language(held_out)
     per_language = max(1, config.eval_positions // max(1, len(groups)))
     tasks: list[Any] = []
     for language, files in groups.items():
-        picked = lc.sample_tasks(
+        picked = sample_tasks(
             [(Path("/"), f.path) for f in files],
             per_language,
             config.seed,
@@ -209,6 +210,23 @@ def showcase(engine: Any, sentinels: tuple[int, int, int]) -> list[dict[str, Any
     return out
 
 
+def previous_model(entry: ModelEntry) -> ModelEntry | None:
+    """The shipped model in this checkout, when it is another model than `entry`.
+
+    A new default model has to beat the one it replaces, on the same positions in
+    the same run, prefix only (its suffix use is measured apart).
+    """
+    from acepilot.server.errors import RegistryError
+    from acepilot.training.bootstrap.shipped import load_shipped
+
+    try:
+        previous = load_shipped()
+    except (OSError, RegistryError, ValueError):
+        return None
+    same = previous.files.get("model.onnx") == entry.files.get("model.onnx")
+    return None if same else previous
+
+
 def evaluate(
     config: BootstrapConfig,
     sources: Sources,
@@ -222,7 +240,8 @@ def evaluate(
     import numpy as np
 
     from acepilot.server.engine import Engine
-    from acepilot.training.eval import line_completion as lc
+    from acepilot.training.eval import line_predictors as lp
+    from acepilot.training.eval.line_metrics import evaluate as score_lines
 
     began = time.monotonic()
     tokenizer = load_tokenizer(checkpoint)
@@ -233,16 +252,19 @@ def evaluate(
     sentinels = fim_sentinels(engine)
 
     tasks = line_tasks(config, sources.held_out)
-    predictors: dict[str, lc.Predictor | lc.FimPredictor] = {
-        PREFIX_ONLY: lc.engine_predictor(engine, config.eval_max_tokens),
-        WITH_SUFFIX: lc.FimPredictor(engine, sentinels, max_tokens=config.eval_max_tokens),
-        WITH_SUFFIX_SPM: lc.FimPredictor(
+    predictors: dict[str, lp.Predictor | lp.FimPredictor] = {
+        PREFIX_ONLY: lp.engine_predictor(engine, config.eval_max_tokens),
+        WITH_SUFFIX: lp.FimPredictor(engine, sentinels, max_tokens=config.eval_max_tokens),
+        WITH_SUFFIX_SPM: lp.FimPredictor(
             engine, sentinels, order="spm", max_tokens=config.eval_max_tokens
         ),
-        "bigram": lc.bigram_predictor(bigram, engine.tokenizer, config.eval_max_tokens),
-        "repeat previous line": lc.repeat_previous_line,
+        "bigram": lp.bigram_predictor(bigram, engine.tokenizer, config.eval_max_tokens),
+        "repeat previous line": lp.repeat_previous_line,
     }
-    reports = lc.evaluate(tasks, predictors, progress=progress, keep_examples=16)
+    previous = previous_model(entry) if config.compare_shipped else None
+    if previous is not None:
+        predictors[PREVIOUS] = lp.engine_predictor(Engine.load(previous), config.eval_max_tokens)
+    reports = score_lines(tasks, predictors, progress=progress, keep_examples=16)
     results = {
         "held_out": {
             language: {"files": len(files), "packages": sorted({f.package for f in files})}
@@ -251,6 +273,9 @@ def evaluate(
         "perplexity": perplexities(config, sources, checkpoint, bigram, entry, progress),
         "line_completion": {name: report.to_dict() for name, report in reports.items()},
         "showcase": showcase(engine, sentinels),
+        "previous": {"version": previous.version, "digest": previous.digest}
+        if previous is not None
+        else None,
     }
     examples = {name: report.examples for name, report in reports.items()}
     (out / "results.json").write_text(json.dumps(results, indent=2) + "\n", "utf-8")
@@ -298,4 +323,12 @@ def beats_baselines(results: dict[str, Any]) -> list[str]:
     return failures
 
 
-__all__ = ["SHOWCASE", "beats_baselines", "best_fim_order", "evaluate", "line_tasks"]
+__all__ = [
+    "PREVIOUS",
+    "SHOWCASE",
+    "beats_baselines",
+    "best_fim_order",
+    "evaluate",
+    "line_tasks",
+    "previous_model",
+]

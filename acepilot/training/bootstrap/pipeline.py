@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from acepilot.training import tiny
+from acepilot.training.atomic import file_lock
 from acepilot.training.bootstrap import data, evaluate, publish, train
 from acepilot.training.bootstrap.config import (
     DATA_FIELDS,
@@ -86,7 +86,7 @@ def bootstrap(
     work.mkdir(parents=True, exist_ok=True)
     started = time.monotonic()
     seconds: dict[str, float] = {}
-    with tiny.file_lock(work / "bootstrap"):
+    with file_lock(work / "bootstrap"):
         sources = select_sources(config)
         fields = dataclasses.asdict(config)
         base = {"recipe": RECIPE_VERSION, "sources": sources.fingerprint(), "seed": config.seed}

@@ -8,17 +8,15 @@ dir and renamed into place: it exists only when complete.
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import json
 import os
-import socket
 import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from acepilot.training import tiny
+from acepilot.training.atomic import replace_atomically
 
 STAGE_RECORD = "stage.json"
 
@@ -65,28 +63,8 @@ class Stage:
                 json.dumps({"key": self.key, **info}, indent=2, default=str) + "\n", "utf-8"
             )
 
-        tiny.replace_atomically(self.path, run)
+        replace_atomically(self.path, run)
         return info
-
-
-def free_port() -> int:
-    """A free local TCP port for the one-rank process group (no clash with other runs)."""
-    with contextlib.closing(socket.socket(socket.AF_INET, socket.SOCK_STREAM)) as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
-@contextlib.contextmanager
-def torch_threads() -> Iterator[None]:
-    import torch
-
-    previous = torch.get_num_threads()
-    torch.set_num_threads(tiny.cpu_threads())
-    try:
-        yield
-    finally:
-        torch.set_num_threads(previous)
 
 
 def say(message: str, quiet: bool) -> None:
@@ -94,4 +72,4 @@ def say(message: str, quiet: bool) -> None:
         print(message, file=sys.stderr, flush=True)
 
 
-__all__ = ["STAGE_RECORD", "Stage", "free_port", "read_json", "say", "stable_hash", "torch_threads"]
+__all__ = ["STAGE_RECORD", "Stage", "read_json", "say", "stable_hash"]

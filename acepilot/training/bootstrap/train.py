@@ -17,39 +17,26 @@ import time
 from pathlib import Path
 from typing import Any
 
-from acepilot.training import tiny
+from acepilot.training import codegen
 from acepilot.training.bootstrap.config import BootstrapConfig
-from acepilot.training.bootstrap.stages import (
-    STAGE_RECORD,
-    Stage,
-    free_port,
-    read_json,
-    torch_threads,
-)
+from acepilot.training.bootstrap.stages import STAGE_RECORD, Stage, read_json
+from acepilot.training.machine import free_port, torch_threads
+from acepilot.training.tokenizer import load_tokenizer
 
 
 def make_init(config: BootstrapConfig, tokenizer_dir: Path, out: Path) -> dict[str, Any]:
     """The untrained CodeGen (transformers' initialisation, seeded) with its tokenizer."""
-    import torch
-    from transformers import CodeGenForCausalLM
-
-    tokenizer = tiny.load_tokenizer(tokenizer_dir)
-    eos = tokenizer.eos_token_id
-    assert isinstance(eos, int)
-    model_config = tiny.codegen_config(
-        vocab_size=tiny.padded_vocab(len(tokenizer)),
+    parameters = codegen.init_checkpoint(
+        out,
+        load_tokenizer(tokenizer_dir),
+        seed=config.seed,
         n_embd=config.n_embd,
         n_layer=config.n_layer,
         n_head=config.n_head,
         rotary_dim=config.rotary_dim,
         n_positions=config.n_positions,
-        eos_token_id=eos,
     )
-    torch.manual_seed(config.seed)
-    model = CodeGenForCausalLM(model_config)
-    model.save_pretrained(str(out), safe_serialization=True)
-    tokenizer.save_pretrained(str(out))
-    return {"parameters": sum(p.numel() for p in model.parameters())}
+    return {"parameters": parameters}
 
 
 def finetune_config(

@@ -89,13 +89,8 @@ def register(subparsers: argparse._SubParsersAction[Any]) -> None:
 
 def run_gate(args: argparse.Namespace) -> int:
     from acepilot.server.registry import Registry
-    from acepilot.training.eval.gate import (
-        Results,
-        decide,
-        decision_table,
-        production_record,
-        write_report,
-    )
+    from acepilot.training.eval.gate import Results, decide, production_record, write_report
+    from acepilot.training.eval.gate_report import decision_table
     from acepilot.training.eval.models import eval_config, resolve_entry
     from acepilot.training.eval.workflow import (
         GateError,

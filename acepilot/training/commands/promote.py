@@ -73,7 +73,7 @@ def run_promote(args: argparse.Namespace) -> int:
 
 def run_rollback(args: argparse.Namespace) -> int:
     from acepilot.server.registry import Registry
-    from acepilot.training.eval.promotion import rollback
+    from acepilot.training.eval.history import rollback
 
     before, after = rollback(Registry(args.registry), args.name, args.to)
     print(f"{args.name}: production {before or '(none)'} -> {after}")

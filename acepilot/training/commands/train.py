@@ -25,7 +25,12 @@ def register(subparsers: argparse._SubParsersAction[Any]) -> None:
         description=(
             "Read the sources, keep code of the chosen languages, drop vendored, generated, "
             "minified and binary files, exact and near duplicates and HumanEval-X content, "
-            "scrub secrets, split by repository, tokenize with the model's tokenizer and pack.\n\n"
+            "scrub secrets, split by repository, tokenize with the model's tokenizer and pack. "
+            "With --fim_rate above 0, that share of the train documents is written in "
+            "fill-in-the-middle form (character cuts; PSM or SPM by --fim_spm_rate; the middle "
+            "from a cursor to a line end for --fim_line_rate of them; the --fim_tokens "
+            "sentinels, single tokens of the tokenizer), as acepilot bootstrap trains and "
+            "serving prompts.\n\n"
             "example:\n  acepilot train corpus corpus_vue --sources=~/src/app,https://host/team/lib.git "
             "--tokenizer=./codegen-350M-mono --eval_data=./humaneval-x"
         ),

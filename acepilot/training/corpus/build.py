@@ -2,7 +2,7 @@
 
     sources (dirs, git URLs) -> files by language -> path and content filters
     -> exact and near duplicates out -> HumanEval-X leak refused
-    -> secrets scrubbed -> split by repository -> tokens (+ FIM) -> packed rows
+    -> secrets scrubbed -> split by repository -> (FIM) -> tokens -> packed rows
     -> <out_dir>/<name>/v<N>/ {train.npy, validation.npy, manifest.json, ...}
 
 The settings below are the defaults; override them with config files from
@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from acepilot.training.corpus import dedup, filters, pack, scrub
+from acepilot.training.corpus import dedup, filters, fim, pack, scrub
 from acepilot.training.corpus.sources import CorpusError, Repository, list_files, open_source
 
 log = logging.getLogger(__name__)
@@ -61,8 +61,12 @@ class CorpusConfig:
     # tokens
     tokenizer: str = ""  # a local checkpoint or tokenizer directory: the model's own tokenizer
     seq_len: int = 2048  # tokens per packed row (CodeGen's n_positions)
-    fim_rate: float = 0.0  # share of documents in prefix-suffix-middle order; 0 for CodeGen 1
-    fim_tokens: list[str] = field(
+    # fill-in-the-middle (train documents only; acepilot/training/corpus/fim.py, the form
+    # serving writes): character cuts, the middle a random span or a cursor to a line end
+    fim_rate: float = 0.0  # share of train documents in FIM form; 0 for CodeGen 1 (no FIM tokens)
+    fim_spm_rate: float = 0.5  # of those, the share in suffix-prefix-middle order (the rest PSM)
+    fim_line_rate: float = 0.5  # of those, the share whose middle runs from a cursor to a line end
+    fim_tokens: list[str] = field(  # prefix, suffix, middle: each one token of the tokenizer
         default_factory=lambda: ["<fim_prefix>", "<fim_suffix>", "<fim_middle>"]
     )
     workers: int = 0  # processes scanning for secrets; 0 = one per core
@@ -267,31 +271,147 @@ def _admit(
     return "", Document(repo.name, rel, language, "", digest, text)
 
 
-def build_corpus(config: CorpusConfig) -> Path:
-    """Build the dataset and return its versioned directory."""
-    started = time.time()
+def check_config(config: CorpusConfig) -> None:
+    """Refuse settings that cannot make a corpus, before any file is read."""
     if config.eval_leak not in ("refuse", "drop", "off"):
         raise CorpusError(f"eval_leak {config.eval_leak!r}: expected refuse, drop or off")
-    if not 0 <= config.fim_rate <= 1 or not 0 <= config.validation_fraction < 1:
-        raise CorpusError("fim_rate must be in [0, 1] and validation_fraction in [0, 1)")
+    for name in ("fim_rate", "fim_spm_rate", "fim_line_rate"):
+        if not 0 <= getattr(config, name) <= 1:
+            raise CorpusError(f"{name} must be in [0, 1]")
+    if not 0 <= config.validation_fraction < 1:
+        raise CorpusError("validation_fraction must be in [0, 1)")
     if config.seq_len < 2:
         raise CorpusError(f"seq_len must be at least 2, got {config.seq_len}")
     if not config.sources:
         raise CorpusError("no sources: give local directories or git URLs")
     if not config.tokenizer:
         raise CorpusError("set tokenizer to the model's checkpoint or tokenizer directory")
+
+
+def open_tokenizer(config: CorpusConfig) -> Any:
+    """The model's own tokenizer (it must have an EOS)."""
+    from acepilot.training.tokenizer import load_tokenizer
+
     try:
-        tokenizer = pack.load_tokenizer(config.tokenizer)
+        tokenizer = load_tokenizer(config.tokenizer)
     except (OSError, ValueError) as exc:
         raise CorpusError(f"tokenizer {config.tokenizer!r}: {exc}") from exc
     tokenizer.model_max_length = 1 << 62  # documents are packed, never fed whole
-    sentinels = None
-    if config.fim_rate > 0:
-        try:
-            fim = config.fim_tokens
-            sentinels = pack.fim_token_ids(tokenizer, (fim[0], fim[1], fim[2]))
-        except (ValueError, IndexError) as exc:
-            raise CorpusError(f"fim: {exc}") from exc
+    return tokenizer
+
+
+def fim_setup(config: CorpusConfig, tokenizer: Any) -> tuple[fim.FimTokens, fim.FimSettings] | None:
+    """The FIM sentinels (each one token of the tokenizer) and rates; None when fim_rate is 0."""
+    if config.fim_rate <= 0:
+        return None
+    if len(config.fim_tokens) != 3:
+        raise CorpusError(
+            f"fim: fim_tokens needs prefix, suffix and middle, got {config.fim_tokens}"
+        )
+    prefix, suffix, middle = config.fim_tokens
+    try:
+        pack.fim_token_ids(tokenizer, (prefix, suffix, middle))
+    except ValueError as exc:
+        raise CorpusError(f"fim: {exc}") from exc
+    tokens = fim.FimTokens(prefix=prefix, suffix=suffix, middle=middle, eos=tokenizer.eos_token)
+    settings = fim.FimSettings(
+        rate=config.fim_rate, spm_rate=config.fim_spm_rate, line_rate=config.fim_line_rate
+    )
+    return tokens, settings
+
+
+def fim_manifest(setup: tuple[fim.FimTokens, fim.FimSettings] | None) -> dict[str, Any] | None:
+    """The manifest's FIM record (docs/model-format.md), with the orders trained."""
+    if setup is None:
+        return None
+    tokens, settings = setup
+    orders = [
+        o
+        for o, share in ((fim.PSM, 1 - settings.spm_rate), (fim.SPM, settings.spm_rate))
+        if share > 0
+    ]
+    return {**tokens.manifest(orders[0]), "orders": orders}
+
+
+def document_texts(
+    docs: list[Document],
+    setup: tuple[fim.FimTokens, fim.FimSettings] | None,
+    rng: random.Random,
+    orders: Counter[str],
+) -> list[str]:
+    """The documents' texts, a share of them in FIM form (character cuts, corpus/fim.py);
+    `orders` counts the transformed ones by order. No EOS: the packer adds it."""
+    if setup is None:
+        return [d.text for d in docs]
+    tokens, settings = setup
+    texts = []
+    for doc in docs:
+        text, order = fim.fim_document(doc.text, tokens, settings, rng)
+        if order:
+            orders[order] += 1
+        texts.append(text.removesuffix(tokens.eos))
+    return texts
+
+
+def pack_split(
+    docs: list[Document],
+    split: str,
+    tokenizer: Any,
+    setup: tuple[fim.FimTokens, fim.FimSettings] | None,
+    rng: random.Random,
+    work: Path,
+    config: CorpusConfig,
+    stats: dict[str, Any],
+) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    """One split's documents shuffled, tokenized and packed into `<split>.npy`;
+    its counts, and a row per file for files.jsonl. Only train documents get FIM."""
+    rng.shuffle(docs)  # rows mix files and repositories
+    dtype = pack.token_dtype(len(tokenizer))
+    packer = pack.Packer(work / f"{split}.npy", config.seq_len, tokenizer.eos_token_id, dtype)
+    orders: Counter[str] = Counter()
+    languages: dict[str, Counter[str]] = stats.setdefault("languages", {})
+    rows = []
+    for start in range(0, len(docs), 256):
+        batch = docs[start : start + 256]
+        texts = document_texts(batch, setup if split == "train" else None, rng, orders)
+        encoded = tokenizer(texts, add_special_tokens=False)["input_ids"]
+        for doc, ids in zip(batch, encoded, strict=True):
+            packer.add(ids)
+            tokens = len(ids) + 1
+            lang = languages.setdefault(doc.language, Counter())
+            lang["files"] += 1
+            lang[f"{split}_tokens"] += tokens
+            repo = stats["repos"][doc.repo]
+            repo["tokens"] = repo.get("tokens", 0) + tokens
+            rows.append(
+                {
+                    "repo": doc.repo,
+                    "path": doc.path,
+                    "language": doc.language,
+                    "split": split,
+                    "sha256": doc.sha256,
+                    "tokens": tokens,
+                    "secrets_scrubbed": doc.secrets,
+                }
+            )
+    counts = {"fim_documents": sum(orders.values()), "fim_orders": dict(sorted(orders.items()))}
+    return {**counts, **packer.finish()}, rows
+
+
+def write_validation_files(docs: list[Document], path: Path) -> None:
+    """Held-out repositories, scrubbed, for in-domain line-completion evaluation."""
+    with gzip.open(path, "wt", encoding="utf-8") as f:
+        for d in sorted(docs, key=lambda d: (d.repo, d.path)):
+            row = {"repo": d.repo, "path": d.path, "language": d.language, "text": d.text}
+            f.write(json.dumps(row) + "\n")
+
+
+def build_corpus(config: CorpusConfig) -> Path:
+    """Build the dataset and return its versioned directory."""
+    started = time.time()
+    check_config(config)
+    tokenizer = open_tokenizer(config)
+    setup = fim_setup(config, tokenizer)
 
     taken: set[str] = set()
     clone_dir = Path(config.clone_dir).expanduser()
@@ -319,57 +439,19 @@ def build_corpus(config: CorpusConfig) -> Path:
     shutil.rmtree(work, ignore_errors=True)
     work.mkdir()
 
-    vocab = len(tokenizer)
-    dtype = pack.token_dtype(vocab)
     rng = random.Random(config.seed)
     splits_out: dict[str, Any] = {}
-    languages: dict[str, Counter[str]] = {}
     file_rows = []
     for split in ("train", "validation"):
         docs = [d for d in documents if d.split == split]
-        rng.shuffle(docs)  # rows mix files and repositories
-        packer = pack.Packer(work / f"{split}.npy", config.seq_len, tokenizer.eos_token_id, dtype)
-        fim_docs = 0
-        for start in range(0, len(docs), 256):
-            batch = docs[start : start + 256]
-            encoded = tokenizer([d.text for d in batch], add_special_tokens=False)["input_ids"]
-            for doc, ids in zip(batch, encoded, strict=True):
-                if sentinels and split == "train" and rng.random() < config.fim_rate:
-                    ids = pack.fim_transform(ids, sentinels, rng)
-                    fim_docs += 1
-                packer.add(ids)
-                lang = languages.setdefault(doc.language, Counter())
-                lang["files"] += 1
-                lang[f"{split}_tokens"] += len(ids) + 1
-                stats["repos"][doc.repo]["tokens"] = (
-                    stats["repos"][doc.repo].get("tokens", 0) + len(ids) + 1
-                )
-                file_rows.append(
-                    {
-                        "repo": doc.repo,
-                        "path": doc.path,
-                        "language": doc.language,
-                        "split": split,
-                        "sha256": doc.sha256,
-                        "tokens": len(ids) + 1,
-                        "secrets_scrubbed": doc.secrets,
-                    }
-                )
+        counts, rows = pack_split(docs, split, tokenizer, setup, rng, work, config, stats)
         splits_out[split] = {
             "repos": sorted(n for n, s in splits.items() if s == split),
-            "fim_documents": fim_docs,
-            **packer.finish(),
+            **counts,
         }
+        file_rows.extend(rows)
         if split == "validation":
-            # held-out repositories, scrubbed, for in-domain line-completion evaluation
-            with gzip.open(work / "validation_files.jsonl.gz", "wt", encoding="utf-8") as f:
-                for d in sorted(docs, key=lambda d: (d.repo, d.path)):
-                    f.write(
-                        json.dumps(
-                            {"repo": d.repo, "path": d.path, "language": d.language, "text": d.text}
-                        )
-                        + "\n"
-                    )
+            write_validation_files(docs, work / "validation_files.jsonl.gz")
     with open(work / "files.jsonl", "w", encoding="utf-8") as f:
         for row in file_rows:
             f.write(json.dumps(row) + "\n")
@@ -390,16 +472,17 @@ def build_corpus(config: CorpusConfig) -> Path:
         "tokenizer": {
             "path": str(Path(config.tokenizer).expanduser().resolve()),
             "class": type(tokenizer).__name__,
-            "vocab_size": vocab,
+            "vocab_size": len(tokenizer),
             "eos_token_id": tokenizer.eos_token_id,
         },
         "seq_len": config.seq_len,
-        "dtype": dtype.__name__,
+        "dtype": pack.token_dtype(len(tokenizer)).__name__,
+        "fim": fim_manifest(setup),
         "sources": stats["repos"],
         "filters": stats["filters"],
         "secrets": stats["secrets"],
         "eval_leak": stats["eval_leak"],
-        "languages": {k: dict(v) for k, v in sorted(languages.items())},
+        "languages": {k: dict(v) for k, v in sorted(stats.get("languages", {}).items())},
         "splits": splits_out,
         "tokens": sum(s["tokens"] for s in splits_out.values()),
     }

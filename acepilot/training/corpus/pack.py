@@ -1,5 +1,7 @@
-"""Tokens: the model's own tokenizer, an optional fill-in-the-middle transform,
-and fixed-length sequences packed from documents separated by EOS.
+"""Packed rows: fixed-length token sequences cut from documents separated by EOS.
+
+(The documents' fill-in-the-middle form is made on their text, before
+tokenizing: acepilot/training/corpus/fim.py.)
 
 The packed split is a 2-D `.npy` (sequences x seq_len) that training opens with
 `np.load(..., mmap_mode="r")`, so a corpus larger than memory trains as well.
@@ -7,21 +9,10 @@ The packed split is a 2-D `.npy` (sequences x seq_len) that training opens with
 
 from __future__ import annotations
 
-import random
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-
-
-def load_tokenizer(path: str) -> Any:
-    """AutoTokenizer from a local directory (a checkpoint or a tokenizer dir)."""
-    from transformers import AutoTokenizer
-
-    tokenizer = AutoTokenizer.from_pretrained(path)
-    if tokenizer.eos_token_id is None:
-        raise ValueError(f"tokenizer in {path} has no EOS token to separate documents")
-    return tokenizer
 
 
 def token_dtype(vocab_size: int) -> type[np.unsignedinteger[Any]]:
@@ -37,14 +28,6 @@ def fim_token_ids(tokenizer: Any, tokens: tuple[str, str, str]) -> tuple[int, in
             raise ValueError(f"FIM token {token!r} is not in the tokenizer's vocabulary")
         ids.append(int(id_))
     return ids[0], ids[1], ids[2]
-
-
-def fim_transform(ids: list[int], sentinels: tuple[int, int, int], rng: random.Random) -> list[int]:
-    """Prefix-suffix-middle (Bavarian et al. 2022) at the token level: two random
-    cut points; the model learns to write the middle having seen both sides."""
-    prefix_id, suffix_id, middle_id = sentinels
-    a, b = sorted(rng.randint(0, len(ids)) for _ in range(2))
-    return [prefix_id, *ids[:a], suffix_id, *ids[b:], middle_id, *ids[a:b]]
 
 
 class Packer:

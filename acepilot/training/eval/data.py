@@ -30,7 +30,7 @@ from pathlib import Path
 from typing import Any
 
 from acepilot.server.errors import AcepilotError
-from acepilot.training.eval.languages import canonical_language
+from acepilot.training.eval.toolchains import canonical_language
 
 DATASET_ID = "THUDM/humaneval-x"
 ORIGINAL = "openai_humaneval"

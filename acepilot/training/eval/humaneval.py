@@ -40,15 +40,7 @@ from acepilot.training.eval.data import (
 )
 from acepilot.training.eval.generate import Generator, GivenGenerator, Sample, Sampling
 from acepilot.training.eval.harness import generation_prompt
-from acepilot.training.eval.languages import (
-    LANGUAGES,
-    Outcome,
-    canonical_language,
-    execute,
-    find_toolchain,
-    finish_completion,
-    stop_sequences,
-)
+from acepilot.training.eval.languages import Outcome, execute, finish_completion, stop_sequences
 from acepilot.training.eval.metrics import summarize
 from acepilot.training.eval.sandbox import (
     Limits,
@@ -57,6 +49,7 @@ from acepilot.training.eval.sandbox import (
     SandboxError,
     probe_isolation,
 )
+from acepilot.training.eval.toolchains import LANGUAGES, canonical_language, find_toolchain
 
 log = logging.getLogger(__name__)
 

@@ -58,13 +58,9 @@ def evaluate_completion(
     from tqdm import tqdm
 
     from acepilot.server.engine import Engine
-    from acepilot.training.eval.line_completion import (
-        collect_files,
-        edit_similarity,
-        engine_predictor,
-        exact_match,
-        sample_tasks,
-    )
+    from acepilot.training.eval.line_metrics import edit_similarity, exact_match
+    from acepilot.training.eval.line_predictors import engine_predictor
+    from acepilot.training.eval.line_tasks import collect_files, sample_tasks
 
     files = collect_files([Path(p) for p in settings.paths])
     tasks = sample_tasks(

@@ -23,7 +23,7 @@ from acepilot.server.errors import AcepilotError
 from acepilot.server.registry import ModelEntry, Registry, files_digest, sha256_file
 from acepilot.training.eval.generate import CanonicalGenerator, Generator, Sampling
 from acepilot.training.eval.humaneval import HumanEvalConfig
-from acepilot.training.eval.languages import LANGUAGES, canonical_language
+from acepilot.training.eval.toolchains import LANGUAGES, canonical_language
 
 
 def resolve_entry(model: str, registry: Registry) -> ModelEntry | None:

@@ -1,4 +1,4 @@
-"""`acepilot promote` and `acepilot rollback`: a gated model becomes production, atomically.
+"""`acepilot promote`: a gated model becomes production, atomically.
 
 What promotion guarantees: production is only ever pointed at the exact bytes
 the gate evaluated, and only in place of the production the gate compared
@@ -45,20 +45,18 @@ is left alone.
 The history file is the rollback stack. An event counts only if what came
 after it saw its result (the next event's "from", or the current pointer,
 equals its "to"): an intent logged just before a crash is ignored.
-`rollback` flips production to the version before the current one.
+`rollback` flips production to the version before the current one (history.py
+holds the history, the name's lock and rollback).
 """
 
 from __future__ import annotations
 
-import contextlib
-import fcntl
 import json
 import logging
 import os
 import signal
 import tempfile
-import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -82,13 +80,16 @@ from acepilot.training.eval.gate import (
     load_gate,
     merge,
 )
+from acepilot.training.eval.history import (
+    PromotionError,
+    append_history,
+    name_lock,
+)
 
 log = logging.getLogger(__name__)
 
 CRASH_ENV = "ACEPILOT_PROMOTE_CRASH_AT"
 STEPS = ("gate-checked", "staged", "committed", "logged", "flipped")
-HISTORY = "promotions.jsonl"
-LOCK = ".promote.lock"
 # Written by Registry.commit itself; never copied from the evaluated entry.
 COMMIT_FIELDS = ("files", "name", "version", "created", "acepilot_version", "format")
 REGATE = (
@@ -97,28 +98,11 @@ REGATE = (
 )
 
 
-class PromotionError(AcepilotError):
-    """The gate did not pass, is stale, or does not match what it names; or nothing to roll back to."""
-
-
 def crash_point(step: str) -> None:
     """Test hook: SIGKILL this process at `step` when $ACEPILOT_PROMOTE_CRASH_AT names it."""
     if os.environ.get(CRASH_ENV) == step:
         log.warning("crash hook: killing the process at step %s", step)
         os.kill(os.getpid(), signal.SIGKILL)
-
-
-@contextlib.contextmanager
-def name_lock(registry: Registry, name: str) -> Iterator[None]:
-    """One promotion or rollback of a name at a time (an flock, released on crash)."""
-    directory = registry.root / check_name(name)  # never a directory outside the registry
-    directory.mkdir(parents=True, exist_ok=True)
-    with (directory / LOCK).open("a") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
 
 
 # ---- what the gate evaluated -------------------------------------------------------
@@ -261,59 +245,6 @@ def check_production(
 def promotion_key(entry: ModelEntry) -> Any:
     record = entry.manifest.get("promotion")
     return record.get("candidate_key") if isinstance(record, dict) else None
-
-
-# ---- history -----------------------------------------------------------------------
-
-
-def append_history(registry: Registry, name: str, event: dict[str, Any]) -> None:
-    path = registry.root / name / HISTORY
-    line = json.dumps({**event, "time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())})
-    with path.open("a", encoding="utf-8") as handle:
-        handle.write(line + "\n")
-        handle.flush()
-        os.fsync(handle.fileno())
-
-
-def read_history(registry: Registry, name: str) -> list[dict[str, Any]]:
-    path = registry.root / name / HISTORY
-    events = []
-    try:
-        lines = path.read_text(encoding="utf-8").splitlines()
-    except FileNotFoundError:
-        return []
-    for number, line in enumerate(lines, 1):
-        try:
-            event = json.loads(line)
-        except json.JSONDecodeError:
-            log.warning("%s:%d: unreadable line ignored (a crash mid-write?)", path, number)
-            continue
-        if isinstance(event, dict) and event.get("event") in ("promote", "rollback"):
-            events.append(event)
-    return events
-
-
-def effective_history(events: list[dict[str, Any]], current: str | None) -> list[dict[str, Any]]:
-    """Events that took effect: the next event (or the pointer now) starts where they ended."""
-    kept = []
-    for index, event in enumerate(events):
-        after = events[index + 1]["from"] if index + 1 < len(events) else current
-        if event.get("to") == after:
-            kept.append(event)
-    return kept
-
-
-def rollback_target(registry: Registry, name: str) -> str | None:
-    current = registry.production(name)
-    stack: list[str | None] = []
-    for event in effective_history(read_history(registry, name), current):
-        if event["event"] == "promote":
-            stack.append(event["from"])
-        elif stack and stack[-1] == event["to"]:
-            stack.pop()
-        else:
-            stack.append(event["from"])
-    return stack[-1] if stack else None
 
 
 # ---- registering the candidate -------------------------------------------------------
@@ -551,21 +482,3 @@ def build_checkpoint(
             parity="enforce",
             progress=progress,
         )
-
-
-def rollback(registry: Registry, name: str, to: str | None = None) -> tuple[str | None, str]:
-    """Point production back at the previous version (or `to`); returns (from, to)."""
-    with name_lock(registry, name):
-        current = registry.production(name)
-        target = to or rollback_target(registry, name)
-        if target is None:
-            raise PromotionError(
-                f"model {name!r}: no earlier production version in {HISTORY} to roll back to "
-                "(name one with --to)"
-            )
-        if target == current:
-            raise PromotionError(f"model {name!r}: {target} is already production")
-        registry.entry(name, target).verify()  # never roll back onto a broken entry
-        append_history(registry, name, {"event": "rollback", "from": current, "to": target})
-        registry.set_production(name, target)
-    return current, target

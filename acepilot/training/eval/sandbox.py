@@ -30,23 +30,21 @@ apt-get line) unless the caller opts out explicitly
 (`--unsafe-no-filesystem-sandbox`): the supervisor then runs on the host, in
 a fresh directory, with the same limits, uids and network namespace but the
 host's filesystem visible (as before bubblewrap; docs/evaluation.md).
+After each sample, cleanup.py ends what is left of its uid's processes and
+deletes its directory tree.
 """
 
 from __future__ import annotations
 
-import contextlib
 import fcntl
 import json
 import logging
 import os
 import shutil
-import signal
-import stat
 import subprocess
 import sys
 import tempfile
 import threading
-import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import lru_cache
@@ -54,6 +52,7 @@ from pathlib import Path
 from typing import IO, Any
 
 from acepilot.server.errors import AcepilotError
+from acepilot.training.eval.cleanup import kill_group, kill_user, remove_tree, user_task_count
 
 log = logging.getLogger(__name__)
 
@@ -229,102 +228,6 @@ def probe_isolation(allow_unsandboxed: bool = False) -> Isolation:
         OPT_OUT_FLAG,
     )
     return Isolation("host (unsafe opt-out)", drop_privileges=root)
-
-
-def user_task_count(uid: int) -> int:
-    """Tasks (threads) of `uid`: what RLIMIT_NPROC counts."""
-    count = 0
-    for entry in os.scandir("/proc"):
-        if not entry.name.isdigit():
-            continue
-        try:
-            if entry.stat().st_uid != uid:
-                continue
-            count += len(os.listdir(f"/proc/{entry.name}/task"))
-        except OSError:
-            continue
-    return count
-
-
-def processes_of(uid: int) -> list[int]:
-    """Live processes of `uid` (zombies are dead already: they wait to be reaped)."""
-    found = []
-    for entry in os.scandir("/proc"):
-        if entry.name.isdigit():
-            try:
-                if entry.stat().st_uid != uid:
-                    continue
-                with open(f"/proc/{entry.name}/stat", "rb") as handle:
-                    state = handle.read().rsplit(b")", 1)[1].split()[0]
-            except (OSError, IndexError):
-                continue
-            if state not in (b"Z", b"X"):
-                found.append(int(entry.name))
-    return found
-
-
-def kill_user(uid: int, rounds: int = 200) -> None:
-    """SIGKILL every process of a sandbox uid, repeatedly, until none is left."""
-    for _ in range(rounds):
-        pids = processes_of(uid)
-        if not pids:
-            return
-        for pid in pids:
-            with contextlib.suppress(ProcessLookupError, PermissionError):
-                os.kill(pid, signal.SIGKILL)
-        time.sleep(0.01)
-    log.warning("sandbox uid %d still has processes after %d kill rounds", uid, rounds)
-
-
-def kill_group(pgid: int) -> None:
-    with contextlib.suppress(ProcessLookupError, PermissionError):
-        os.killpg(pgid, signal.SIGKILL)
-
-
-def remove_tree(path: Path) -> None:
-    """Delete a directory tree however deep, without recursion: a candidate can leave
-    a tree thousands of levels deep, where shutil.rmtree's recursion (RecursionError)
-    or full paths longer than PATH_MAX would fail. Walks with directory file
-    descriptors (openat/unlinkat), makes directories writable first (code may chmod
-    000 its files), and never follows symbolic links."""
-    flags = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW
-    try:
-        top = os.open(path, flags)
-    except FileNotFoundError:
-        return
-    except NotADirectoryError:
-        os.unlink(path)
-        return
-    stack: list[tuple[int, str]] = [(top, "")]  # (directory fd, its name in the parent)
-    try:
-        while stack:
-            fd = stack[-1][0]
-            with contextlib.suppress(OSError):
-                os.fchmod(fd, stat.S_IRWXU)
-            child = None
-            with os.scandir(fd) as entries:
-                for entry in entries:
-                    if entry.is_dir(follow_symlinks=False):
-                        child = entry.name
-                        break
-                    os.unlink(entry.name, dir_fd=fd)
-            if child is not None:
-                try:
-                    sub = os.open(child, flags, dir_fd=fd)
-                except PermissionError:
-                    os.chmod(child, stat.S_IRWXU, dir_fd=fd)
-                    sub = os.open(child, flags, dir_fd=fd)
-                stack.append((sub, child))
-                continue
-            _, name = stack.pop()
-            os.close(fd)
-            if stack:
-                os.rmdir(name, dir_fd=stack[-1][0])
-    finally:
-        for fd, _ in stack:
-            with contextlib.suppress(OSError):
-                os.close(fd)
-    os.rmdir(path)
 
 
 def etc_binds() -> list[str]:

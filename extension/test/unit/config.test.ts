@@ -25,6 +25,7 @@ test("every setting in package.json is mapped or is a launch setting", () => {
     "acepilot.backend",
     "acepilot.debounceMs",
     "acepilot.enable",
+    "acepilot.idlePrefillMs",
     "acepilot.languages",
     "acepilot.maxTokens",
     "acepilot.model",
@@ -58,6 +59,7 @@ test("the manifest's defaults map to the server's defaults", () => {
       telemetry: d["acepilot.telemetry"],
       workspaceContext: d["acepilot.workspaceContext"],
       workspaceContextTokens: d["acepilot.workspaceContextTokens"],
+      idlePrefillMs: d["acepilot.idlePrefillMs"],
     },
     undefined,
   );
@@ -79,6 +81,7 @@ test("the manifest's defaults map to the server's defaults", () => {
     telemetry: true,
     workspaceContext: true,
     workspaceContextTokens: 384,
+    idlePrefillMs: 300,
   });
 });
 
@@ -109,6 +112,7 @@ test("a full configuration maps to the server's keys, with the token from secret
       telemetry: false,
       workspaceContext: false,
       workspaceContextTokens: 512,
+      idlePrefillMs: 0,
     },
     " s3cret ",
   );
@@ -128,6 +132,7 @@ test("a full configuration maps to the server's keys, with the token from secret
     telemetry: false,
     workspaceContext: false,
     workspaceContextTokens: 512,
+    idlePrefillMs: 0,
   });
 });
 
@@ -147,6 +152,7 @@ test("empty strings and wrong types become null (the server's default), not an i
       telemetry: "no",
       workspaceContext: "no",
       workspaceContextTokens: "all",
+      idlePrefillMs: "soon",
     },
     "",
   );
@@ -166,6 +172,7 @@ test("empty strings and wrong types become null (the server's default), not an i
     telemetry: true,
     workspaceContext: true,
     workspaceContextTokens: null,
+    idlePrefillMs: null,
   });
 });
 

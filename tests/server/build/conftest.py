@@ -13,7 +13,8 @@ from pathlib import Path
 import pytest
 from family_models import make_checkpoint, train_checkpoint
 
-from acepilot.training import tiny
+from acepilot.training.atomic import build_once
+from acepilot.training.tiny.sample import code_sample_files, read_texts
 
 HERE = Path(__file__).resolve().parent
 # Random-weight checkpoints: (real config, scaling). StarCoder2 gets a 24-token window so
@@ -52,7 +53,7 @@ def family_checkpoints(fixture_cache: Path, tiny_tokenizer_dir: Path) -> dict[st
     out = {}
     for name, scale in RANDOM_FAMILIES.items():
         target = fixture_cache / f"family-{name}-{tag(name, scale, tiny_tokenizer_dir.name)}"
-        out[name] = tiny.build_once(
+        out[name] = build_once(
             target,
             lambda d, name=name, scale=scale: make_checkpoint(d, name, tiny_tokenizer_dir, **scale),
         )
@@ -62,12 +63,12 @@ def family_checkpoints(fixture_cache: Path, tiny_tokenizer_dir: Path) -> dict[st
 @pytest.fixture(scope="session")
 def trained_family_checkpoints(fixture_cache: Path, tiny_tokenizer_dir: Path) -> dict[str, Path]:
     """name -> a checkpoint of that family trained TRAIN_STEPS steps on the stdlib sample."""
-    texts = tiny.read_texts(tiny.code_sample_files().train)
+    texts = read_texts(code_sample_files().train)
     out = {}
     for name, scale in TRAINED_FAMILIES.items():
         settings = (name, scale, TRAIN_STEPS, tiny_tokenizer_dir.name, len(texts))
         target = fixture_cache / f"trained-{name}-{tag(*settings)}"
-        out[name] = tiny.build_once(
+        out[name] = build_once(
             target,
             lambda d, name=name, scale=scale: train_checkpoint(
                 d, name, tiny_tokenizer_dir, texts, steps=TRAIN_STEPS, **scale

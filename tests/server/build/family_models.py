@@ -19,6 +19,8 @@ from typing import Any
 
 import numpy as np
 
+from acepilot.training.codegen import randomize_
+
 DATA = Path(__file__).resolve().parents[2] / "data" / "configs"
 HEAD_DIM = 32
 
@@ -130,23 +132,6 @@ def model_class(model_type: str) -> Any:
         "qwen2": transformers.Qwen2ForCausalLM,
         "starcoder2": transformers.Starcoder2ForCausalLM,
     }[model_type]
-
-
-def randomize_(model: Any, seed: int) -> None:
-    """Weights N(0, 0.05), biases N(0, 0.1), norm weights 1 + N(0, 0.2), norm biases N(0, 0.1)."""
-    import torch
-
-    generator = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for name, param in model.named_parameters():
-            noise = torch.randn(param.shape, generator=generator)
-            is_norm = "norm" in name or ".ln_" in name or "ln_f" in name
-            if is_norm and name.endswith("weight"):
-                param.copy_(1.0 + 0.2 * noise)
-            elif name.endswith("bias"):
-                param.copy_(0.1 * noise)
-            else:
-                param.copy_(0.05 * noise)
 
 
 def family_tokenizer(tokenizer_dir: Path, model_type: str) -> Any:

@@ -8,14 +8,15 @@ import shutil
 from pathlib import Path
 
 import pytest
-from family_models import hf_config, model_class, padded, randomize_, scaled_config
+from family_models import hf_config, model_class, padded, scaled_config
 
 from acepilot.server.build.checkpoint import HUB_METADATA, hub_patterns
 from acepilot.server.build.pipeline import build_model
 from acepilot.server.build.tokenizer import KNOWN_FIM, fim_from_vocab
 from acepilot.server.errors import ModelSourceError
 from acepilot.server.registry import Registry
-from acepilot.training import tiny
+from acepilot.training.codegen import randomize_
+from acepilot.training.tiny.sample import code_sample_files, read_texts
 
 SAMPLES = [
     "def add(a, b):\n    return a + b\n",
@@ -64,7 +65,7 @@ def sentencepiece_llama(tmp_path_factory) -> Path:
 
     out = tmp_path_factory.mktemp("spm-llama")
     corpus = out / "corpus.txt"
-    corpus.write_text("\n".join(tiny.read_texts(tiny.code_sample_files().train[:40])))
+    corpus.write_text("\n".join(read_texts(code_sample_files().train[:40])))
     spm.SentencePieceTrainer.train(
         input=str(corpus),
         model_prefix=str(out / "sp"),

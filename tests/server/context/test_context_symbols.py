@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from acepilot.server.context.symbols import Import, language_of, normalize_language, parse
+from acepilot.server.context.grammars import language_of, normalize_language
+from acepilot.server.context.imports import Import
+from acepilot.server.context.symbols import parse
 
 
 def names(text: str, language: str, path: str = "f") -> dict[str, tuple[str, str]]:

@@ -2,9 +2,11 @@
 
 The protocol agreed with the VS Code extension (docs/lsp.md): each item's
 command is `acepilot.accepted` with `{id, languageId}`; the client notifies
-`{event: shown|accepted|rejected, id, languageId}`. Bad events are ignored,
-never fatal; with the remote backend the counts (never code) are POSTed to
-{base}/v1/telemetry in batches.
+`{event: shown|accepted|rejected, id, languageId}`, and for an accepted item
+checked again later `{event: retained, id, languageId, afterS: 30|120,
+retainedChars}`. Bad events are ignored, never fatal; with the remote backend
+the counts (never code) are POSTed to {base}/v1/telemetry in batches, an
+accepted or retained event with the completion's size as the server counted it.
 """
 
 from __future__ import annotations
@@ -104,6 +106,7 @@ async def test_counts_forwarded_to_the_team_server(stub: Any, tmp_path: Path) ->
         for _ in range(51):  # the same position: the cache answers, each with a new id
             item = items_of(await inline(client, uri, 1, 4))[0]
             ids.append((item.command.arguments or [])[0]["id"] if item.command else None)
+        text = str(item.insert_text)
         assert len(set(ids)) == 51
         for completion_id in ids[:50]:
             client.protocol.notify(TELEMETRY, event("shown", completion_id))
@@ -115,7 +118,65 @@ async def test_counts_forwarded_to_the_team_server(stub: Any, tmp_path: Path) ->
         await asyncio.sleep(0.3)
         assert len(stub.telemetry) == 1  # one event waits for the interval or shutdown
     # the shutdown sent what was queued
-    assert stub.telemetry[1:] == [{"events": [{"event": "accepted", "language": "python"}]}]
+    accepted = {"event": "accepted", "language": "python", "chars": len(text)}
+    assert stub.telemetry[1:] == [{"events": [accepted]}]
+    assert SECRET not in json.dumps(stub.telemetry)
+
+
+async def test_retention_checks_are_forwarded_as_counts(stub: Any, tmp_path: Path) -> None:
+    stub.reply = lambda body: f"{SECRET}()"
+    async with running_server("visual_studio_code", remote_options(stub), tmp_path) as (
+        client,
+        _,
+        _,
+    ):
+        uri = (tmp_path / "kept.py").as_uri()
+        open_doc(client, uri, "x = \ny = \n")
+        accepted_item = items_of(await inline(client, uri, 0, 4))[0]
+        other_item = items_of(await inline(client, uri, 1, 4))[0]
+        first = (accepted_item.command.arguments or [])[0]["id"] if accepted_item.command else None
+        other = (other_item.command.arguments or [])[0]["id"] if other_item.command else None
+        size = len(str(accepted_item.insert_text))
+
+        def retained(completion_id: Any, after: Any, chars: Any) -> dict[str, Any]:
+            return {**event("retained", completion_id), "afterS": after, "retainedChars": chars}
+
+        raw_notify(client, TELEMETRY, retained(first, 30, 3))  # not accepted yet: ignored
+        client.protocol.notify(TELEMETRY, event("accepted", first))
+        raw_notify(client, TELEMETRY, retained(first, 30, 3))
+        raw_notify(client, TELEMETRY, retained(first, 30, 2))  # the same checkpoint again
+        raw_notify(client, TELEMETRY, retained(first, 120, 10_000))  # more than was inserted
+        raw_notify(client, TELEMETRY, retained(other, 30, 1))  # never accepted
+        for bad in (
+            retained(first, 60, 1),
+            retained(first, "30", 1),
+            retained(first, True, 1),
+            retained(first, 30, -1),
+            retained(first, 30, 1.5),
+            retained(first, 30, "all"),
+            {**event("retained", first), "afterS": 30},
+        ):
+            raw_notify(client, TELEMETRY, bad)
+        stats = await get_stats(client)
+        assert stats["completions"]["accepted"] == 1
+    events = [item for body in stub.telemetry for item in body["events"]]
+    assert events == [
+        {"event": "accepted", "language": "python", "chars": size},
+        {
+            "event": "retained",
+            "language": "python",
+            "chars": size,
+            "after_s": 30,
+            "retained_chars": 3,
+        },
+        {
+            "event": "retained",
+            "language": "python",
+            "chars": size,
+            "after_s": 120,
+            "retained_chars": size,
+        },
+    ]
     assert SECRET not in json.dumps(stub.telemetry)
 
 

@@ -176,3 +176,51 @@ def test_the_collector_gets_the_head_and_the_lines_around_the_cursor_of_a_huge_d
     assert text[offset - 3 : offset] == "lin" and text[offset:].startswith("e_30000 = 30000")
     small = ["a = 1\n", "b = 2\n", "c"]
     assert document_window(small, 2, 1) == ("a = 1\nb = 2\nc", 13)
+
+
+async def test_typing_in_a_line_keeps_the_prompt_head_byte_identical(
+    stub: Stub, tmp_path: Path
+) -> None:
+    """Stable ordering: keystrokes in the same line change only the prompt's last line, so the
+    context part (and all above the cursor line) is byte-identical from request to request, and
+    the engine's per-document KV cache keeps being reused."""
+    app = write_workspace(tmp_path)
+    stub.reply = lambda body: "0"
+    async with running_server("visual_studio_code", remote_options(stub), tmp_path) as (
+        client,
+        _,
+        _,
+    ):
+        await wait_indexed(client, files=2)
+        uri = app.as_uri()
+        open_doc(client, uri, APP)
+        line, column = end_of(APP)
+        await inline(client, uri, line, column)
+        for version, char in enumerate("sca", start=2):
+            client.text_document_did_change(
+                types.DidChangeTextDocumentParams(
+                    text_document=types.VersionedTextDocumentIdentifier(version=version, uri=uri),
+                    content_changes=[
+                        types.TextDocumentContentChangePartial(
+                            range=types.Range(
+                                types.Position(line, column), types.Position(line, column)
+                            ),
+                            text=char,
+                        )
+                    ],
+                )
+            )
+            column += 1
+            await inline(client, uri, line, column)
+        prompts = [body["prompt"] for body in stub.bodies]
+        assert len(prompts) == 4
+        contexts = {prompt[: prompt.index("# Path: app.py")] for prompt in prompts}
+        assert len(contexts) == 1 and "def scale_vector(vector, factor):" in contexts.pop()
+        heads = {prompt.rpartition("\n")[0] for prompt in prompts}
+        assert len(heads) == 1  # only the cursor line differs
+        assert [prompt.rpartition("\n")[2] for prompt in prompts] == [
+            "    result = ",
+            "    result = s",
+            "    result = sc",
+            "    result = sca",
+        ]

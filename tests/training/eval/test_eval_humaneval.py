@@ -22,17 +22,12 @@ import numpy as np
 import pytest
 
 from acepilot.training.eval import humaneval
+from acepilot.training.eval.cleanup import processes_of
 from acepilot.training.eval.generate import CanonicalGenerator, FixedGenerator, Sampling
 from acepilot.training.eval.humaneval import HumanEvalConfig, evaluate
-from acepilot.training.eval.languages import LANGUAGES, Toolchain, find_toolchain
 from acepilot.training.eval.metrics import pass_at_k, summarize
-from acepilot.training.eval.sandbox import (
-    UID_BASE,
-    UID_LOCKS,
-    UID_RANGE,
-    probe_isolation,
-    processes_of,
-)
+from acepilot.training.eval.sandbox import UID_BASE, UID_LOCKS, UID_RANGE, probe_isolation
+from acepilot.training.eval.toolchains import LANGUAGES, Toolchain, find_toolchain
 
 REPO_ROOT = Path(__file__).resolve().parents[3]
 DATA = Path(

@@ -16,9 +16,9 @@ from pathlib import Path
 import pytest
 
 from acepilot.training.eval import humaneval
+from acepilot.training.eval.cleanup import remove_tree
 from acepilot.training.eval.generate import FixedGenerator, Sampling
 from acepilot.training.eval.humaneval import HumanEvalConfig, evaluate
-from acepilot.training.eval.sandbox import remove_tree
 
 REPO_ROOT = Path(__file__).resolve().parents[3]
 DATA = Path(

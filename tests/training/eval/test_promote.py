@@ -34,18 +34,10 @@ from acepilot.training.eval.gate import (
     write_report,
 )
 from acepilot.training.eval.generate import Sampling
+from acepilot.training.eval.history import HISTORY, PromotionError, rollback, rollback_target
 from acepilot.training.eval.humaneval import HumanEvalConfig, evaluate
 from acepilot.training.eval.models import make_generator
-from acepilot.training.eval.promotion import (
-    COMMIT_FIELDS,
-    CRASH_ENV,
-    HISTORY,
-    STEPS,
-    PromotionError,
-    promote,
-    rollback,
-    rollback_target,
-)
+from acepilot.training.eval.promotion import COMMIT_FIELDS, CRASH_ENV, STEPS, promote
 
 REPO_ROOT = Path(__file__).resolve().parents[3]
 DATA = Path(
@@ -483,7 +475,8 @@ import sys
 from pathlib import Path
 from acepilot.server.errors import AcepilotError
 from acepilot.server.registry import Registry
-from acepilot.training.eval.promotion import promote, rollback
+from acepilot.training.eval.history import rollback
+from acepilot.training.eval.promotion import promote
 registry = Registry(sys.argv[2])
 try:
     if sys.argv[1] == "promote":

@@ -17,8 +17,9 @@ from pathlib import Path
 import pytest
 
 from acepilot.training.eval.data import load_problems
-from acepilot.training.eval.languages import execute, find_toolchain
+from acepilot.training.eval.languages import execute
 from acepilot.training.eval.sandbox import Limits, Sandbox, find_bwrap
+from acepilot.training.eval.toolchains import find_toolchain
 
 REPO_ROOT = Path(__file__).resolve().parents[3]
 DATA = Path(

@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import contextlib
+import threading
 from collections.abc import Callable
 from typing import Any
 
@@ -35,6 +36,7 @@ class LocalBackend:
         self.repo_format = getattr(engine.entry, "repo_format", None)
         self.in_flight_tokens = 0
         self.observer: Observer | None = None
+        self._idle_cancel: threading.Event | None = None  # the idle prefill in progress
         self._executor = concurrent.futures.ThreadPoolExecutor(
             1, thread_name_prefix="acepilot-engine"
         )
@@ -70,10 +72,30 @@ class LocalBackend:
     async def prepare(self) -> None:
         return None
 
+    async def prefill(
+        self, prompt: str, session: str, max_new_tokens: int, cancel: threading.Event
+    ) -> Any:
+        """Idle prefill of a document's KV cache (engine.prefill) on the engine's thread.
+
+        Stopped by `cancel` or by the next `generate`, within one small chunk.
+        """
+        self._idle_cancel = cancel
+
+        def run() -> Any:
+            return self.engine.prefill(
+                prompt, session=session, max_new_tokens=max_new_tokens, cancel=cancel
+            )
+
+        return await asyncio.get_running_loop().run_in_executor(self._executor, run)
+
     async def generate(
         self, request: Request, ticket: Ticket, watch: Callable[[str], bool] | None = None
     ) -> Result:
         from acepilot.server.engine import GenerationParams
+
+        idle = self._idle_cancel
+        if idle is not None:
+            idle.set()  # a request goes first: an idle prefill ahead of it stops
 
         params = GenerationParams(
             max_new_tokens=min(request.max_new_tokens, self.engine.max_length - 1),
