@@ -30,6 +30,7 @@ registry under the cache directory as `acepilot demo` does), or
 
     .venv/bin/python -m bench.context_completion                 # ~10 min on one core
     .venv/bin/python -m bench.context_completion --positions 10  # a quick look
+    .venv/bin/python -m bench.context_completion --model-writes-indent  # prompt ends at the break
 """
 
 from __future__ import annotations
@@ -134,7 +135,7 @@ def run_repository(
             language=lang,
             before=lines[: position.line],
             first_line=0,
-            line_prefix=lines[position.line],
+            line_prefix="" if args.model_writes_indent else lines[position.line],
             line_suffix="",
             after=lines[position.line + 1 :],
         )
@@ -148,6 +149,8 @@ def run_repository(
         ]
         query = list(data.before[-QUERY_LINES:]) + [data.line_prefix]
         for config_name, sources in configurations().items():
+            if args.configs and config_name not in args.configs:
+                continue
             snippets = (
                 select_snippets(query, tabs, config.snippet_tokens, count, lang, position.path)
                 if "open_tab" in sources
@@ -224,6 +227,8 @@ def report(
         lines += ["", "| context | " + " | ".join(f"{g} EM / ES" for g in groups) + " |"]
         lines.append("|---|" + "---|" * len(groups))
         for name in configs:
+            if not totals[(name, "all")].n:
+                continue
             cells = []
             for g in groups:
                 t = totals[(name, g)]
@@ -243,6 +248,14 @@ def main() -> int:
     parser.add_argument("--model", help="a registry model instead of the default acepilot-tiny")
     parser.add_argument("--registry", type=Path, help="the registry of --model")
     parser.add_argument("--threads", type=int, default=1, help="onnxruntime threads (1)")
+    parser.add_argument(
+        "--model-writes-indent",
+        action="store_true",
+        help="end the prompt at the line break and let the model write the indentation too "
+        "(as `acepilot eval completion` does: BPE glues whitespace to the next word); "
+        "default: the editor's prompt, which ends in the indentation",
+    )
+    parser.add_argument("--configs", nargs="+", help="only these configurations (names as printed)")
     parser.add_argument("--cache", type=Path, default=DEFAULT_CACHE)
     args = parser.parse_args()
     if bool(args.model) != bool(args.registry):

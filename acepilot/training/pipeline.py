@@ -75,6 +75,7 @@ class PipelineConfig:
     eval_workers: int = 2  # parallel sandboxed executions
     eval_timeout: float = 10.0  # seconds per test run
     completion_positions: int = 0  # line completion on held-out repos (0 = off)
+    completion_paths: list = field(default_factory=list)  # more held-out code for it (dirs)
     gate: list = field(default_factory=list)  # gate policy: config files and key=value overrides
     progress: bool = True  # progress bars
 
@@ -82,6 +83,8 @@ class PipelineConfig:
 def config_hash(config: PipelineConfig) -> str:
     record = dataclasses.asdict(config)
     record.pop("progress")
+    if not record["completion_paths"]:
+        del record["completion_paths"]  # added later: runs made before it keep their hash
     return hashlib.sha256(json.dumps(record, sort_keys=True).encode()).hexdigest()[:16]
 
 
@@ -298,7 +301,9 @@ class Pipeline:
 
     def completion_settings(self) -> Any:
         """The held-out repositories' files (the corpus's validation split), written out
-        as a tree, for in-domain line completion; None when switched off."""
+        as a tree, and `completion_paths` (code of other languages, e.g. HumanEval-X's
+        reference programs, to see what the fine-tune did to them), for line completion;
+        None when switched off."""
         if self.config.completion_positions <= 0:
             return None
         import gzip
@@ -321,7 +326,8 @@ class Pipeline:
                     target.parent.mkdir(parents=True, exist_ok=True)
                     target.write_text(doc["text"], encoding="utf-8")
             os.replace(temp, held_out)
-        return CompletionSettings((str(held_out),), self.config.completion_positions)
+        extra = tuple(str(Path(p).expanduser()) for p in self.config.completion_paths)
+        return CompletionSettings((str(held_out), *extra), self.config.completion_positions)
 
     def gate(self) -> dict[str, Any]:
         from acepilot.training.eval.gate import decide, production_record, write_report

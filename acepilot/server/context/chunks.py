@@ -78,7 +78,7 @@ class FileLines:
         low = int(self.starts[start])
         high = int(self.starts[end + 1]) - 1 if end + 1 < count else len(self.data)
         text = self.data[low:high].decode("utf-8", errors="replace")
-        return text.replace("\r\n", "\n").removesuffix("\n")
+        return text.replace("\r\n", "\n").removesuffix("\n").removesuffix("\r")
 
 
 def windows(text: str, size: int = CHUNK_LINES) -> Iterator[LineWindow]:

@@ -1,5 +1,10 @@
 """The generation engine: a registry entry's fused graph run by onnxruntime.
 
+Why one module over 500 lines: the Engine's loading, its KV slots and its
+generation loop share one private state (the slots, the lock, the bound
+buffers); splitting them would expose that state between modules. What is
+separable lives beside it: sampling.py, generation.py, text.py, batch.py.
+
 The graph contract is docs/model-format.md. One KV buffer per layer, shape
 [1, kv_heads, max_length, head_dim], is bound with IOBinding to both
 `past_key_values.{i}.*` and `present.{i}.*` (GroupQueryAttention's shared

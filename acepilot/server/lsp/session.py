@@ -1,5 +1,9 @@
 """One editor session's state: documents, settings, the loaded backend, caches, telemetry.
 
+Why one module over 500 lines: it is the one place where per-connection state
+changes (documents, settings, backend swaps, caches, telemetry); each stage
+that reads it lives in its own module (pipeline.py and the modules it calls).
+
 The pipeline (acepilot/server/lsp/pipeline.py) reads and updates this state;
 the language server (server.py) owns one Session per connection and forwards
 the client's notifications to it; `acepilot complete`/`demo` own a headless

@@ -34,11 +34,9 @@ def server(team_registry: Path, tmp_path_factory: pytest.TempPathFactory) -> Ite
         process.stop()
 
 
-async def test_inline_completion_through_the_team_server(
-    server: TeamServer, team_registry: Path, tmp_path: Path
-) -> None:
-    token = new_token(team_registry, "lsp-user")
-    options = {
+def remote_options(server: TeamServer, token: str) -> dict[str, object]:
+    """The language server's settings for the team server under test, greedy."""
+    return {
         "backend": "remote",
         "remoteUrl": server.url + "/v1",
         "remoteToken": token,
@@ -47,6 +45,13 @@ async def test_inline_completion_through_the_team_server(
         "maxNewTokens": 24,
         "temperature": 0,
     }
+
+
+async def test_inline_completion_through_the_team_server(
+    server: TeamServer, team_registry: Path, tmp_path: Path
+) -> None:
+    token = new_token(team_registry, "lsp-user")
+    options = remote_options(server, token)
     async with running_server("visual_studio_code", options, tmp_path) as (client, _, statuses):
         await wait_state(statuses, "ready", 60)
         uri = (tmp_path / "lines.py").as_uri()
@@ -73,15 +78,7 @@ async def test_acceptance_and_retention_reach_the_dashboard(
 
     token = new_token(team_registry, "keeper")
     admin = AdminStore(default_db(team_registry)).create("lsp-admin")
-    options = {
-        "backend": "remote",
-        "remoteUrl": server.url + "/v1",
-        "remoteToken": token,
-        "remoteModel": MODEL,
-        "debounceMs": 0,
-        "maxNewTokens": 24,
-        "temperature": 0,
-    }
+    options = remote_options(server, token)
     async with running_server("visual_studio_code", options, tmp_path) as (client, _, statuses):
         await wait_state(statuses, "ready", 60)
         uri = (tmp_path / "kept.py").as_uri()
