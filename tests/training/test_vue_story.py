@@ -12,6 +12,7 @@ import gzip
 import hashlib
 import io
 import json
+import shutil
 import tarfile
 from pathlib import Path
 
@@ -217,3 +218,16 @@ def test_the_story_config_loads_and_every_part_validates(tmp_path: Path) -> None
     )
     check(finetune)
     assert finetune.launcher == "none" and finetune.max_steps >= 1
+
+
+@pytest.mark.skipif(shutil.which("npm") is None, reason="npm is not installed")
+def test_unreachable_registry_is_a_clear_error(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Real npm, pointed at a closed local port: nothing leaves the machine."""
+    monkeypatch.setenv("npm_config_registry", "http://127.0.0.1:9/")
+    monkeypatch.setenv("npm_config_fetch_retries", "0")
+    monkeypatch.setenv("npm_config_cache", str(tmp_path / "npm-cache"))
+    with pytest.raises(NpmFetchError, match=r"ECONNREFUSED.*is the npm registry reachable"):
+        fetch_packages(tmp_path / "cache", [PACKAGE])
+    assert not (tmp_path / "cache" / "src").exists()

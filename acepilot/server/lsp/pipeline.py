@@ -160,6 +160,7 @@ async def build(
     config = session.config
     count = session.counter
     neighbours = session.context.neighbours(session.documents, document)
+    repo_name = session.repository_name(snapshot.uri)
     workspace = session.workspace
     tokens = prompt_budget(config, backend)
     budget = workspace_budget(config, tokens) if workspace.active else 0
@@ -183,7 +184,7 @@ async def build(
             else []
         )
         prompt = build_prompt(
-            replace(snapshot.prompt, snippets=snippets, context=chunks),
+            replace(snapshot.prompt, snippets=snippets, context=chunks, repo_name=repo_name),
             tokens,
             count,
             backend.fim,

@@ -201,6 +201,7 @@ class PromptInput:
     after: Sequence[str] = ()  # lines after the cursor line (FIM suffix)
     snippets: Sequence[Snippet] = ()
     context: Sequence[ContextChunk] = ()  # workspace context (lsp/workspace.py), by (path, line)
+    repo_name: str = ""  # the workspace folder's name (the repository-level format's header)
 
 
 @dataclass(frozen=True)
@@ -240,14 +241,21 @@ def context_files(chunks: Sequence[ContextChunk]) -> list[tuple[str, list[Contex
 
 
 def render_context(
-    chunks: Sequence[ContextChunk], language: Language, repo: RepoFormat | None
+    chunks: Sequence[ContextChunk],
+    language: Language,
+    repo: RepoFormat | None,
+    repo_name: str = "",
 ) -> str:
     """Workspace context: the model's repository-level format if it has one, else path comments.
 
-    repo: `file_sep + path + "\n" + content` per file (fim.py RepoFormat); otherwise a
-    commented `Path:` header above the file's chunks, as the current file's own header.
+    repo: `repo_name + name + "\n"` (when the format has the token and the folder a name),
+    then `file_sep + path + "\n" + content` per file (fim.py RepoFormat), as the training
+    documents and llama.cpp's /infill write them; otherwise a commented `Path:` header
+    above the file's chunks, as the current file's own header.
     """
     out = []
+    if repo is not None and repo.repo_name and repo_name and chunks:
+        out.append(f"{repo.repo_name}{repo_name}\n")
     for path, group in context_files(chunks):
         content = "".join(chunk.text.rstrip("\n") + "\n" for chunk in group)
         if repo is not None:
@@ -269,7 +277,9 @@ def fit_head(
         snippets, used = "", count(header)
         if used >= budget // 2:
             header, used = "", 0
-    context = render_context(data.context, data.language, repo) if data.context else ""
+    context = (
+        render_context(data.context, data.language, repo, data.repo_name) if data.context else ""
+    )
     context_tokens = count(context) if context else 0
     if context and used + context_tokens > budget * (CONTEXT_SHARE - 1) // CONTEXT_SHARE:
         context, context_tokens = "", 0  # the allocator's budget was for a bigger prompt

@@ -237,16 +237,27 @@ class Session:
         if asked is None or time.monotonic() - asked > RESYNC_REPEAT_S:
             self.ask_resync(uri)
 
-    def relative_path(self, uri: str) -> str:
-        """The document's path relative to its workspace folder (for the prompt header)."""
-        path = to_fs_path(uri) or uri
+    def _folder(self, path: str) -> str | None:
+        """The innermost workspace folder holding `path` (None: outside every folder)."""
         best: str | None = None
         for root in filter(None, self.roots()):
             inside = path == root or path.startswith(root.rstrip("/\\") + "/")
             if inside and (best is None or len(root) > len(best)):
                 best = root
+        return best
+
+    def relative_path(self, uri: str) -> str:
+        """The document's path relative to its workspace folder (for the prompt header)."""
+        path = to_fs_path(uri) or uri
+        best = self._folder(path)
         shown = Path(path).relative_to(best).as_posix() if best else Path(path).name or path
         return repair(shown)[:MAX_PATH_CHARS]
+
+    def repository_name(self, uri: str) -> str:
+        """The name of the document's workspace folder ("" outside one): the repository
+        name of a model's repository-level format (`<repo_name>acepilot`)."""
+        best = self._folder(to_fs_path(uri) or uri)
+        return repair(Path(best).name)[:MAX_PATH_CHARS] if best else ""
 
     # ---- requests in flight --------------------------------------------------------
 

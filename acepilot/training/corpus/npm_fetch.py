@@ -192,7 +192,11 @@ def npm_pack(package: NpmPackage, tarballs: Path) -> Path:
             check=False,
         )
         if done.returncode != 0:
-            tail = " ".join(done.stderr.strip().splitlines()[-3:])[:400]
+            lines = [line.removeprefix("npm error").strip() for line in done.stderr.splitlines()]
+            # npm's first lines say what failed (code, reason); its last ones, where the log is
+            tail = "; ".join(line for line in lines[:4] if line and not line.startswith("at "))[
+                :400
+            ]
             raise NpmFetchError(
                 f"npm pack {package.spec} failed (exit {done.returncode}): {tail} — is the npm "
                 "registry reachable (npm config get registry)?"

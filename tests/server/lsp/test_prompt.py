@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 from acepilot.server.context import ContextChunk
 from acepilot.server.fim import FimFormat, RepoFormat
 from acepilot.server.lsp.languages import language
@@ -188,6 +190,37 @@ def test_workspace_context_in_the_models_repository_format() -> None:
         "<file_sep>pkg/b.py\nclass Gamma:\n"
         "<file_sep>app.py\nx = "
     )
+
+
+def test_repository_prompt_is_laid_out_as_the_training_documents() -> None:
+    """Repo name, context files, the current file's separator, then the FIM template: the
+    bytes acepilot bootstrap trains on (training/corpus/fim.py) and llama.cpp's /infill."""
+    from acepilot.training.corpus.fim import FimTokens, repo_header
+
+    tokens = FimTokens()
+    repo = RepoFormat.from_manifest({"repo_name": tokens.repo_name, "file_sep": tokens.file_sep})
+    fim = FimFormat.from_manifest(
+        {"prefix": tokens.prefix, "suffix": tokens.suffix, "middle": tokens.middle}
+    )
+    assert repo is not None and fim is not None
+    data = PromptInput(
+        "app.py",
+        language("python"),
+        [],
+        0,
+        "x = ",
+        "",
+        after=["print(x)"],
+        context=context_chunks(),
+        repo_name="proj",
+    )
+    prompt = build_prompt(data, 1000, count, fim, repo=repo)
+    context = [("pkg/a.py", "def alpha(x):\ndef beta(y):\n"), ("pkg/b.py", "class Gamma:\n")]
+    trained = repo_header(tokens, "proj", context, "app.py")
+    assert prompt.text == trained + fim.render("x = ", "\nprint(x)")
+    # without the folder's name (a file outside any workspace folder): no repo_name line
+    unnamed = build_prompt(replace(data, repo_name=""), 1000, count, fim, repo=repo)
+    assert unnamed.text == prompt.text.removeprefix(f"{tokens.repo_name}proj\n")
 
 
 def test_workspace_context_that_would_crowd_out_the_code_is_dropped() -> None:
