@@ -413,14 +413,21 @@ def test_cli_builds_a_corpus(
 
 
 def test_every_example_config_file_loads() -> None:
-    """training/config/*.py: corpus_* for the corpus, finetune_* for fine-tuning."""
+    """training/config/*.py: corpus_* for the corpus, finetune_* for fine-tuning,
+    pipeline_* for `acepilot pipeline`."""
     from acepilot.training.config import CONFIG_DIR
     from acepilot.training.finetune.train import FinetuneConfig
+    from acepilot.training.pipeline import PipelineConfig
 
+    kinds: dict[str, type] = {
+        "corpus": CorpusConfig,
+        "finetune": FinetuneConfig,
+        "pipeline": PipelineConfig,
+    }
     files = sorted(p for p in CONFIG_DIR.glob("*.py") if p.name != "__init__.py")
-    assert {f.name.split("_")[0] for f in files} == {"corpus", "finetune"}
+    assert {f.name.split("_")[0] for f in files} == set(kinds)
     for path in files:
-        defaults = CorpusConfig() if path.name.startswith("corpus_") else FinetuneConfig()
+        defaults = kinds[path.name.split("_")[0]]()
         assert configure(defaults, [path.stem]) != defaults
 
 

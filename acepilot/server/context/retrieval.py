@@ -19,6 +19,7 @@ snapshot; its scores are float16. A query sums the columns of its terms with
 
 from __future__ import annotations
 
+import logging
 import zlib
 from collections import Counter
 from collections.abc import Iterable, Iterator, Sequence
@@ -29,6 +30,10 @@ import numpy as np
 import numpy.typing as npt
 
 from acepilot.server.context.chunks import WORD, word_terms
+
+# bm25s sets its own logger to DEBUG (progress lines on every index build): the
+# server's stderr is the editor's output channel, so it follows our level instead.
+logging.getLogger("bm25s").setLevel(logging.NOTSET)
 
 MAX_COUNT = 255  # a term's count within one chunk is clipped here (uint8)
 MAX_POSTINGS = 60_000  # chunk-term pairs a query reads at most (its rarest terms first)
