@@ -28,7 +28,7 @@ if TYPE_CHECKING:
     from acepilot.server.registry import ModelEntry, Registry
 
 # files_digest of the shipped entry's files (acepilot/server/registry.py); see ship().
-SHIPPED_DIGEST = "46d3535f8c2fdf9964ed0378336de844a39f463a3234c80547fd7d0751c636f1"
+SHIPPED_DIGEST = "f02a7afe58f77b48d826f2bd4c190b228f875371b71f5dce4ca6756e6f690610"
 PROVENANCE = "provenance"
 
 
