@@ -380,6 +380,18 @@ def test_the_shipped_default_model_loads_and_completes(tmp_path: Path) -> None:
     assert result.token_ids
 
 
+@pytest.mark.skipif(not shipped.SHIPPED_DIGEST, reason="no model is shipped yet")
+def test_the_shipped_model_was_made_by_the_default_recipe() -> None:
+    """`acepilot bootstrap` with no options reproduces the shipped model: the recipe
+    recorded in its provenance is today's BootstrapConfig() (a model trained with other
+    settings, or a recipe changed after shipping, fails here)."""
+    import dataclasses
+
+    recorded = json.loads((shipped.shipped_dir() / "provenance" / "bootstrap.json").read_text())
+    today = json.loads(json.dumps(dataclasses.asdict(bs.BootstrapConfig())))
+    assert recorded["config"] == today
+
+
 def test_licences_are_read_conservatively() -> None:
     """Only clearly permissive expressions pass; unknown or copyleft means no."""
     from email.message import Message

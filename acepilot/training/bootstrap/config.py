@@ -71,7 +71,7 @@ class BootstrapConfig:
     n_positions: int = 1024
     seq_len: int = 1024
     # training (acepilot/training/finetune/train.py)
-    steps: int = 1000
+    steps: int = 5000  # 10.2M tokens: the shipped run (docs/acepilot-tiny.md)
     micro_batch: int = 2  # rows of seq_len per step: small batches, more steps, at this budget
     learning_rate: float = 3e-3
     min_lr: float = 3e-4

@@ -35,8 +35,9 @@ def register(subparsers: argparse._SubParsersAction[Any]) -> None:
             "line'; the int8 ONNX build with its parity gate; then it becomes production of "
             "acepilot-tiny in the registry. Seeded and deterministic. Every stage is kept in "
             "the work dir: a rerun skips what is done, an interrupted run resumes (training "
-            "from its last checkpoint). The default recipe trains for about an hour and a "
-            "half on a 2-core machine (docs/acepilot-tiny.md); `acepilot demo` and `make run` "
+            "from its last checkpoint). The default recipe trains 10.2M tokens: about two "
+            "hours on one free CPU core, minutes on a GPU (docs/acepilot-tiny.md); "
+            "`acepilot demo` and `make run` "
             "use the shipped model and train nothing."
         ),
     )
