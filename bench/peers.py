@@ -285,6 +285,31 @@ def llama_bench(bin_dir: Path, gguf: Path, threads: int) -> dict[str, Any]:
     return results
 
 
+def remote_backend_check(base_url: str, scratch: Path) -> str:
+    """Acepilot's language-server pipeline with the remote backend pointed at llama-server's
+    OpenAI-compatible /v1 (what a team already running llama.cpp would configure): the
+    request must come back from the server, not end in an error. Random weights: the text
+    itself is noise (often empty), the protocol is what is checked."""
+    from acepilot.server.lsp.headless import complete_file
+
+    source = scratch / "remote-check.py"
+    source.write_text("def add(a, b):\n    return a + b\n\n\ndef mul(a, b):\n    return \n")
+    settings = {
+        "backend": "remote",
+        "remoteUrl": base_url,
+        "remoteModel": "gguf",
+        "maxNewTokens": 8,
+    }
+    done = complete_file(path=source, text=source.read_text(), line=5, column=11, settings=settings)
+    result = done.result
+    if result is None:
+        return "FAILED: no generation came back"
+    return (
+        f"ok: {result.prompt_tokens} prompt tokens, finish_reason {result.finish_reason}, "
+        f"{result.decode_ms:.0f} ms, text {done.text!r}"
+    )
+
+
 def llama_server_incremental(bin_dir: Path, gguf: Path, threads: int, port: int) -> dict[str, Any]:
     """The same two requests as ours_worker's, through llama-server's /completion."""
     from transformers import AutoTokenizer
@@ -322,7 +347,11 @@ def llama_server_incremental(bin_dir: Path, gguf: Path, threads: int, port: int)
 
         complete(text)
         incremental = complete(text + "    result = ")
-        return {"incremental_ms": incremental, "peak_rss_mb": peak_rss_mb(server.pid)}
+        return {
+            "incremental_ms": incremental,
+            "peak_rss_mb": peak_rss_mb(server.pid),
+            "remote_backend": remote_backend_check(f"{url}/v1", gguf.parent),
+        }
     finally:
         server.terminate()
         server.wait(30)
@@ -405,6 +434,10 @@ def main() -> int:
                 llama_server_incremental(bin_dir, gguf, args.threads, args.port)
             )
         print(table(name, results, args.threads))
+        for gguf_type in GGUF_TYPES:
+            if "remote_backend" in results[gguf_type]:
+                check = results[gguf_type]["remote_backend"]
+                print(f"\nacepilot's remote backend against llama-server ({gguf_type}): {check}")
         print()
         print(json.dumps(results, indent=1), file=sys.stderr)
     return 0
