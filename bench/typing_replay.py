@@ -1,5 +1,9 @@
 """Typing replay benchmark (not a test): the real language server over stdio, a human typist.
 
+Why one module over 600 lines: a benchmark is one script a user runs as
+`python bench/typing_replay.py`; the typist, the LSP client and the report
+share one command line (bench/fim_order.py reuses its parts by import).
+
 What it does, per mode (one fresh `acepilot serve` process each, driven by
 pygls' LanguageClient over stdio; the workspace folder is the standard
 library, indexed before the typing starts):

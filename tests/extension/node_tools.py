@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import hashlib
+import os
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
@@ -52,3 +53,13 @@ def locked(path: Path) -> Iterator[None]:
             yield
         finally:
             fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def artifacts_dir(factory: pytest.TempPathFactory, name: str) -> Path:
+    """Where a browser test keeps its screenshots and logs: $ACEPILOT_TEST_ARTIFACTS/name
+    (CI collects it), else a temporary folder."""
+    root = os.environ.get("ACEPILOT_TEST_ARTIFACTS")
+    base = Path(root) if root else factory.mktemp("artifacts")
+    path = base / name
+    path.mkdir(parents=True, exist_ok=True)
+    return path

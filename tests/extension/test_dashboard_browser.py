@@ -16,14 +16,13 @@ from __future__ import annotations
 
 import contextlib
 import json
-import os
 import subprocess
 import sys
 from pathlib import Path
 from typing import Any
 
 import pytest
-from node_tools import ROOT
+from node_tools import ROOT, artifacts_dir
 from server.team.team_helpers import TeamServer, copy_registry
 
 with contextlib.suppress(ImportError):  # needs the build extra (torch)
@@ -71,11 +70,7 @@ def as_page(row: dict[str, Any]) -> dict[str, str]:
 
 @pytest.fixture(scope="module")
 def artifacts(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    root = os.environ.get("ACEPILOT_TEST_ARTIFACTS")
-    base = Path(root) if root else tmp_path_factory.mktemp("artifacts")
-    path = base / "dashboard"
-    path.mkdir(parents=True, exist_ok=True)
-    return path
+    return artifacts_dir(tmp_path_factory, "dashboard")
 
 
 def test_dashboard_in_chromium(

@@ -35,7 +35,7 @@ from typing import Any
 
 import pytest
 from expected import expected_completions
-from node_tools import ROOT, digest, locked, run_logged
+from node_tools import ROOT, artifacts_dir, digest, locked, run_logged
 
 with contextlib.suppress(ImportError):  # needs the build extra (torch)
     from engine_fixtures import built_tiny_registry  # noqa: F401
@@ -115,11 +115,7 @@ def code_server(e2e_cache: Path, node_modules: Path) -> Path:
 
 @pytest.fixture(scope="session")
 def artifacts(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    root = os.environ.get("ACEPILOT_TEST_ARTIFACTS")
-    base = Path(root) if root else tmp_path_factory.mktemp("artifacts")
-    path = base / "vscode-e2e"
-    path.mkdir(parents=True, exist_ok=True)
-    return path
+    return artifacts_dir(tmp_path_factory, "vscode-e2e")
 
 
 def drive(
