@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import itertools
 import json
 import os
 import random
@@ -385,30 +386,25 @@ async def warm_up(server: Server, devs: list[Developer], args: argparse.Namespac
         await asyncio.gather(*(one(dev) for dev in devs))
 
 
-def graph_scaling(artifact: Path, sizes: list[int], context: int = 300) -> str:
+def graph_scaling(
+    artifact: Path, sizes: list[int], threads: int | None = None, context: int = 300
+) -> dict[int, float]:
     """The ceiling of batching on this machine: one decode step of the graph at batch B
-    (rows holding `context` cached tokens), per token, against B = 1. No server, no
-    prefill, no scheduling: what any batching server could get from this model here."""
+    (rows holding `context` cached tokens), in ms. No server, no prefill, no scheduling:
+    what any batching server could get from this model here (with the servers' threads)."""
     import numpy as np
 
     from acepilot.server.engine import Engine
     from acepilot.server.engine.batch import BatchEngine
     from acepilot.server.registry import ModelEntry
 
-    engine = Engine.load(ModelEntry.load(artifact), max_sessions=1)
+    engine = Engine.load(ModelEntry.load(artifact), threads, max_sessions=1)
     batch = BatchEngine(engine, max_batch=max(sizes), max_rows=max(sizes))
     try:
         ids = np.random.default_rng(0).integers(10, 4000, context).tolist()
         for row in range(max(sizes)):
             batch._run(row, [ids], [context])  # fill the rows' caches
-        lines = [
-            f"Graph decode step alone ({context}-token caches): ms per step, ms per token, "
-            "tokens/s vs batch 1",
-            "",
-            "| batch | ms/step | ms/token | speed-up per token |",
-            "|---|---|---|---|",
-        ]
-        base = 0.0
+        steps: dict[int, float] = {}
         for size in sizes:
             feeds, totals = [[7]] * size, [context + 1] * size
             batch._run(0, feeds, totals)
@@ -416,12 +412,61 @@ def graph_scaling(artifact: Path, sizes: list[int], context: int = 300) -> str:
             repeats = 5
             for _ in range(repeats):
                 batch._run(0, feeds, totals)
-            step = (time.perf_counter() - start) / repeats * 1000
-            base = base or step
-            lines.append(f"| {size} | {step:.1f} | {step / size:.1f} | {base * size / step:.2f}x |")
-        return "\n".join(lines)
+            steps[size] = (time.perf_counter() - start) / repeats * 1000
+        return steps
     finally:
         batch.close()
+
+
+def speedup_at(steps: dict[int, float], batch: float) -> float:
+    """The graph's tokens/s at a (mean) batch size against batch 1, interpolating the
+    step time linearly between measured sizes (beyond the largest: its per-row slope)."""
+    sizes = sorted(steps)
+    lo, hi = sizes[0], sizes[-1]
+    for a, b in itertools.pairwise(sizes):
+        lo, hi = a, b
+        if batch <= b:
+            break
+    step = steps[lo] + (steps[hi] - steps[lo]) * (batch - lo) / (hi - lo)
+    return batch * steps[sizes[0]] / step
+
+
+def scaling_table(steps: dict[int, float], context: int = 300) -> str:
+    lines = [
+        f"Graph decode step alone ({context}-token caches): ms per step, ms per token, "
+        "tokens/s vs batch 1",
+        "",
+        "| batch | ms/step | ms/token | speed-up per token |",
+        "|---|---|---|---|",
+    ]
+    base = steps[min(steps)]
+    for size, step in sorted(steps.items()):
+        lines.append(f"| {size} | {step:.1f} | {step / size:.1f} | {base * size / step:.2f}x |")
+    return "\n".join(lines)
+
+
+def efficiency_table(rounds: list[Round], steps: dict[int, float]) -> str:
+    """Batched/unbatched throughput against what the graph allows: at batch 16 (the
+    scheduler goal's definition) and at the mean batch the load actually offered
+    (developers who pause between requests cannot all be in a step at once)."""
+    by_key = {(r.mode, r.devs): r for r in rounds}
+    lines = [
+        "| devs | throughput batched/unbatched | graph at batch 16 | share | mean batch offered "
+        "| graph at that batch | share |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    top = speedup_at(steps, 16)
+    for (mode, devs), on in sorted(by_key.items(), key=lambda item: item[0][1]):
+        off = by_key.get(("unbatched", devs))
+        if mode != "batched" or off is None or not off.tokens:
+            continue
+        ratio = (on.tokens / on.duration) / (off.tokens / off.duration)
+        offered = speedup_at(steps, max(1.0, on.batch_mean))
+        lines.append(
+            f"| {devs} | {ratio:.2f}x | {top:.2f}x | {ratio / top:.0%} | {on.batch_mean:.1f} "
+            f"| {offered:.2f}x | {ratio / offered:.0%} |"
+        )
+    return "\n".join(lines)
 
 
 def make_developers(
@@ -551,7 +596,8 @@ def main() -> int:
     output = table(rounds, args, label)
     if not args.no_graph_scaling and not args.registry:
         log("measuring the graph's own batch scaling ...")
-        output += "\n\n" + graph_scaling(artifact, [1, 4, 16])
+        steps = graph_scaling(artifact, [1, 2, 4, 8, 12, 16, 24, 32], args.threads)
+        output += "\n\n" + scaling_table(steps) + "\n\n" + efficiency_table(rounds, steps)
     print(output)
     if args.markdown:
         with args.markdown.open("a") as handle:

@@ -26,9 +26,11 @@ by figures measured on the running hardware:
   each developer keeps a row (LRU over the rows that fit --kv-memory), a
   request adding at most `inline_prefill` tokens while others decode rides in
   the decode steps one token per step, others are prefilled alone in chunks
-  of `prefill_chunk`, one chunk per loop turn before the decode step; rows
-  are ragged windows (`windows`, `MAX_GAP`: idle rows between busy ones ride
-  along); cancellation is noticed at the loop's checks as in the real code.
+  of `prefill_chunk`, one chunk per loop turn before the decode step; the
+  stepping rows are moved side by side before each step (`slots.py`), so a
+  step costs the decode time of its stepping rows alone (the copies, a few MB
+  per move, are not charged); cancellation is noticed at the loop's checks
+  as in the real code.
 - **Routing**: nginx `hash $http_authorization consistent` (ketama: 160
   points per server on a crc32 ring), so each developer stays on one replica
   and replicas get unequal shares.
@@ -85,8 +87,6 @@ from acepilot.server.engine.batch import (
     DEFAULT_INLINE_PREFILL,
     DEFAULT_MAX_BATCH,
     DEFAULT_PREFILL_CHUNK,
-    MAX_GAP,
-    windows,
 )
 
 TARGET_S = 0.3
@@ -408,10 +408,7 @@ def simulate_replica(
                 advance(row)
         stepping = [row for row in rows if row.gen is not None and steps_now(row.gen)]
         if stepping:
-            cost = sum(
-                times.decode_s(hi - lo) for lo, hi in windows([r.index for r in stepping], MAX_GAP)
-            )
-            now += cost
+            now += times.decode_s(len(stepping))
             run.steps += 1
             run.rows_stepped += len(stepping)
             for row in stepping:

@@ -21,9 +21,13 @@ KV reuse, LRU, bounded by KV memory), and one scheduler thread runs:
 - decode steps: every generating row feeds its last token in one run.
   Rows are ragged: `seqlens_k` carries each row's own length, so no padding.
   The rows of a run must be contiguous in the buffer (the graph takes one
-  tensor); idle rows between generating ones ride along as dummies that
-  write one throw-away position past their valid cache, unless the gap is
-  large enough that two runs are cheaper (`MAX_GAP`).
+  tensor): before each step the generating rows are moved together by
+  swapping slot contents (`slots.compaction_moves`: a copy of the valid
+  positions once, where an idle row riding along would cost a row of
+  compute every step). Where rows cannot be moved (device buffers), idle
+  rows between generating ones ride along as dummies that write one
+  throw-away position past their valid cache, unless the gap is large
+  enough that two runs are cheaper (`MAX_GAP`).
 
 Buffers are bound by raw pointer (IOBinding with an offset into the big
 buffer), so a window of rows is a view: nothing is copied, and past/present
@@ -50,6 +54,7 @@ import numpy as np
 from acepilot.server.engine.engine import Engine, common_prefix
 from acepilot.server.engine.generation import Generation, GenerationParams
 from acepilot.server.engine.sampling import sample
+from acepilot.server.engine.slots import compaction_moves, swap_slots, windows
 from acepilot.server.engine.text import IncrementalDecoder, StopScanner
 
 log = logging.getLogger(__name__)
@@ -159,6 +164,8 @@ class BatchEngine:
         self.inline_prefill = inline_prefill if self.max_batch > 1 else 0
         self.on_step = on_step
         self.inline_prefills = 0  # prompts fed through decode steps (see DEFAULT_INLINE_PREFILL)
+        self.row_moves = 0  # slot swaps that brought generating rows together
+        self.dummy_rows = 0  # idle rows computed in decode steps (holes that were not closed)
         self._rows = [_Row(index) for index in range(self.num_rows)]
         self._by_key: OrderedDict[Hashable, _Row] = OrderedDict()  # least recently used first
         self._queue: deque[BatchTicket] = deque()
@@ -295,6 +302,7 @@ class BatchEngine:
                 self._arrays.append(value)
                 self._pointers.append(int(value.data_ptr()))
         self._logits = np.zeros((self.num_rows, 1, engine.vocab_size), dtype=np.float32)
+        self._scratch = np.empty(shape[1:], dtype=engine.kv_dtype)  # see slots.swap_slots
 
     def _run(self, lo: int, feeds: list[list[int]], totals: list[int]) -> np.ndarray:
         """One forward pass over rows [lo, lo + len(feeds)); each row's last logits."""
@@ -469,11 +477,29 @@ class BatchEngine:
             self._prefilling.popleft()
             self._advance(row, logits[0])
 
+    def _compact(self, rows: list[_Row]) -> None:
+        """Swap slots so that the generating `rows` sit side by side (see slots.py).
+
+        A `_Row` keeps its identity (session, cache, progress) and moves with its
+        data; only its `index` changes. Device buffers are not moved (no host
+        copy of a slice): there the holes ride along as dummies.
+        """
+        if self.device != "cpu":
+            return
+        for outside, hole in compaction_moves([row.index for row in rows], self.num_rows):
+            moving, parked = self._rows[outside], self._rows[hole]
+            swap_slots(self._arrays, outside, hole, len(moving.ids), len(parked.ids), self._scratch)
+            with self._cond:
+                self._rows[outside], self._rows[hole] = parked, moving
+                moving.index, parked.index = hole, outside
+            self.row_moves += 1
+
     def _decode_step(self) -> None:
         rows = [row for row in self._rows if row.active is not None and _steps(row.active)]
         if not rows:
             return
         tick = time.perf_counter()
+        self._compact(rows)
         results: list[tuple[_Row, np.ndarray]] = []
         for lo, hi in windows([row.index for row in rows], MAX_GAP):
             feeds: list[list[int]] = []
@@ -486,6 +512,7 @@ class BatchEngine:
                     totals.append(len(row.ids) + 1)
                 else:
                     # A dummy: writes one position past the row's valid cache.
+                    self.dummy_rows += 1
                     if len(row.ids) >= self.max_length:
                         del row.ids[self.max_length - 1 :]
                     feeds.append([0])
@@ -598,14 +625,3 @@ class BatchEngine:
 def _steps(active: _Active) -> bool:
     """Whether a generation takes part in decode steps now."""
     return (active.inline and bool(active.pending)) or (not active.pending and active.feed >= 0)
-
-
-def windows(indices: Sequence[int], max_gap: int) -> list[tuple[int, int]]:
-    """Contiguous [lo, hi) ranges covering sorted row `indices`, merging gaps <= max_gap."""
-    spans: list[tuple[int, int]] = []
-    for index in sorted(indices):
-        if spans and index - spans[-1][1] <= max_gap:
-            spans[-1] = (spans[-1][0], index + 1)
-        else:
-            spans.append((index, index + 1))
-    return spans

@@ -12,10 +12,12 @@ import threading
 import time
 from collections.abc import Iterator
 
+import numpy as np
 import pytest
 
 from acepilot.server.engine import Engine, Generation, GenerationParams
-from acepilot.server.engine.batch import BatchEngine, QueueFull, windows
+from acepilot.server.engine.batch import BatchEngine, QueueFull
+from acepilot.server.engine.slots import compaction_moves, swap_slots, windows
 from acepilot.server.registry import ModelEntry
 
 PROMPTS = [
@@ -209,3 +211,54 @@ def test_windows_merge_small_gaps() -> None:
     assert windows([5, 0, 2], 4) == [(0, 6)]
     assert windows([0, 10], 4) == [(0, 1), (10, 11)]
     assert windows([], 4) == []
+
+
+def test_compaction_moves_close_the_holes_with_the_fewest_swaps() -> None:
+    assert compaction_moves([], 8) == [] and compaction_moves([4], 8) == []
+    assert compaction_moves([2, 3, 4], 8) == []  # already side by side
+    assert compaction_moves([1, 3, 5], 8) == [(5, 2)]  # the block [1, 4) keeps two in place
+    assert compaction_moves([0, 1, 2, 9], 10) == [(9, 3)]
+    assert compaction_moves([0, 7, 8, 9], 10) == [(0, 6)]  # never past the last slot
+    assert compaction_moves([0, 8, 9], 10) == [(0, 7)]
+    moves = compaction_moves([0, 2, 4, 6, 8, 10], 11)
+    assert len(moves) == 3
+    slots = {0, 2, 4, 6, 8, 10}
+    for outside, hole in moves:
+        slots.remove(outside)
+        slots.add(hole)
+    assert max(slots) - min(slots) + 1 == len(slots)
+
+
+def test_swap_slots_exchanges_the_valid_positions_only() -> None:
+    rng = np.random.default_rng(0)
+    arrays = [rng.integers(-100, 100, (4, 2, 10, 3)).astype(np.int8) for _ in range(3)]
+    before = [array.copy() for array in arrays]
+    swap_slots(arrays, 1, 3, 6, 4, np.empty((2, 10, 3), np.int8))
+    for old, new in zip(before, arrays, strict=True):
+        assert np.array_equal(new[3, :, :6], old[1, :, :6])
+        assert np.array_equal(new[1, :, :4], old[3, :, :4])
+        assert np.array_equal(new[0], old[0]) and np.array_equal(new[2], old[2])
+
+
+def test_scattered_rows_are_moved_together_and_every_cache_survives(engine: Engine) -> None:
+    """Developers who pause leave their caches on rows between the generating ones;
+    the generating rows are swapped side by side (no idle row computed as a dummy),
+    and both the moved and the displaced caches stay valid for their sessions."""
+    typed = [PROMPTS[i] for i in (0, 1, 2, 4, 5, 7)]  # one developer each, rows 0..5
+    batched = BatchEngine(engine, max_batch=8, max_rows=8)
+    try:
+        for row, prompt in enumerate(typed):
+            batched.generate(prompt[: len(prompt) // 2], GREEDY, session=f"dev-{row}")
+        waking = (1, 3, 5)  # rows with idle rows between them
+        results = concurrently(batched, [(typed[row], GREEDY, f"dev-{row}") for row in waking])
+        for row, result in zip(waking, results, strict=True):
+            assert result.token_ids == engine.generate(typed[row], GREEDY).token_ids
+            assert result.reused_tokens > 0
+        assert batched.row_moves >= 1
+        assert batched.dummy_rows == 0
+        for row in (0, 2, 4, 1):  # displaced (0, 2, 4) and moved (1) caches alike
+            again = batched.generate(typed[row] + "\n", GREEDY, session=f"dev-{row}")
+            assert again.reused_tokens > 0
+            assert again.token_ids == engine.generate(typed[row] + "\n", GREEDY).token_ids
+    finally:
+        batched.close()
