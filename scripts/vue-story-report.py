@@ -1,9 +1,10 @@
 #!/usr/bin/env python3
 """The figures of docs/vue-story.md from a finished `acepilot pipeline pipeline_vue_story`.
 
-Reads WORK/gate/gate.json (the gate's per-metric rows), measures perplexity per language
-through each built model with `acepilot eval completion ... --perplexity-tokens N` (the
-gate has no perplexity metric), prints the page's tables and draws three small charts:
+Reads WORK/gate/gate.json (the gate's per-metric rows, with the held-out log-likelihood per
+language where the gate had it), measures perplexity per token and language through each
+built model with `acepilot eval completion ... --perplexity-tokens N` (on more text than the
+gate reads), prints the page's tables and draws three small charts:
 
     .venv/bin/python scripts/vue-story-report.py ~/.cache/acepilot/vue-story/run docs/img
 
@@ -150,11 +151,13 @@ def main() -> int:
     for reason in gate["reasons"]:
         print(f"- {reason}")
     print()
+    loglik = any(metric.endswith(":log_likelihood") for metric in rows)
     print(
         "| language | positions | exact match base → fine-tune | edit similarity base → fine-tune"
-        + (" | perplexity base → fine-tune |" if ppl else " |")
+        + (" | log-likelihood, nats/char (gate) |" if loglik else " |")
+        + (" perplexity base → fine-tune |" if ppl else "")
     )
-    print("|---|---|---|---" + ("|---|" if ppl else "|"))
+    print("|---|---|---|---|" + ("---|" if loglik else "") + ("---|" if ppl else ""))
     for lang in LANGUAGES:
         em, es = rows[f"completion:{lang}:exact_match"], rows[f"completion:{lang}:edit_similarity"]
         line = (
@@ -162,6 +165,14 @@ def main() -> int:
             f"({em['difference']:+.3f}, {em['verdict']}) | {es['baseline']:.3f} → "
             f"{es['candidate']:.3f} ({es['difference']:+.3f}, {es['verdict']}) |"
         )
+        ll = rows.get(f"completion:{lang}:log_likelihood")
+        if loglik:
+            line += (
+                f" {ll['baseline']:.3f} → {ll['candidate']:.3f} ({ll['difference']:+.3f}, "
+                f"{ll['verdict']}) |"
+                if ll
+                else " - |"
+            )
         if ppl:
             base, cand = ppl["base"][lang], ppl["candidate"][lang]
             line += f" {base:.1f} → {cand:.1f} ({(cand / base - 1) * 100:+.0f}%) |"

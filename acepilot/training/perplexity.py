@@ -76,7 +76,19 @@ def model_loss(model: CodeGenForCausalLM, windows: Sequence[Sequence[int]]) -> f
 def onnx_token_losses(
     entry: ModelEntry, windows: Iterable[Sequence[int]], *, progress: bool = True
 ) -> tuple[float, int]:
-    """Summed next-token cross-entropy (nats) and the count, through the built graph.
+    """Summed next-token cross-entropy (nats) and the count, through the built graph."""
+    losses = onnx_window_losses(entry, windows, progress=progress)
+    return sum(total for total, _ in losses), sum(count for _, count in losses)
+
+
+def onnx_window_losses(
+    entry: ModelEntry,
+    windows: Iterable[Sequence[int]],
+    *,
+    progress: bool = True,
+    desc: str = "perplexity",
+) -> list[tuple[float, int]]:
+    """Each window's summed next-token cross-entropy (nats) and count, through the graph.
 
     One token per step with the KV cache, as the server decodes: the graph
     returns only the last position's logits, so this is also the only way.
@@ -88,21 +100,22 @@ def onnx_token_losses(
     manifest = entry.manifest
     shape = ManifestLayout.of(manifest)  # any family: KV heads may be fewer than heads
     stepper = GraphStepper(entry.graph_path, shape, manifest["graph"]["kv_dtype"], "cpu")
-    total, count = 0.0, 0
     windows = list(windows)
-    bar = tqdm(total=sum(len(w) - 1 for w in windows), desc="perplexity", disable=not progress)
+    losses: list[tuple[float, int]] = []
+    bar = tqdm(total=sum(len(w) - 1 for w in windows), desc=desc, disable=not progress)
     for window in windows:
         if len(window) > shape.max_length:
             raise ValueError(f"window of {len(window)} tokens exceeds {shape.max_length}")
+        total = 0.0
         for position in range(len(window) - 1):
             logits = stepper([int(window[position])], position).astype(np.float64)
             top = logits.max()
             log_z = top + math.log(float(np.exp(logits - top).sum()))
             total += log_z - float(logits[int(window[position + 1])])
-            count += 1
+        losses.append((total, len(window) - 1))
         bar.update(len(window) - 1)
     bar.close()
-    return total, count
+    return losses
 
 
 class BigramModel:

@@ -80,6 +80,14 @@ def register(subparsers: argparse._SubParsersAction[Any]) -> None:
     parser.add_argument(
         "--completion-positions", type=int, default=200, help="cursor positions (200)"
     )
+    parser.add_argument(
+        "--completion-loglik-files",
+        type=int,
+        default=16,
+        metavar="N",
+        help="held-out files per language whose log-likelihood is compared "
+        "(completion:<language>:log_likelihood, nats per character; 0 = off; 16)",
+    )
     add_registry(parser)
     from acepilot.training.eval.models import add_eval_arguments
 
@@ -119,8 +127,13 @@ def run_gate(args: argparse.Namespace) -> int:
     if args.completion:
         from acepilot.training.eval.indomain import CompletionSettings
 
+        if args.completion_loglik_files < 0:
+            raise GateError("--completion-loglik-files must be >= 0")
         completion = CompletionSettings(
-            tuple(str(p) for p in args.completion), args.completion_positions, args.seed
+            tuple(str(p) for p in args.completion),
+            args.completion_positions,
+            args.seed,
+            loglik_files=args.completion_loglik_files,
         )
 
     def results(ref: str, label: str) -> Results:

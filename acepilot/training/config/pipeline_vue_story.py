@@ -72,13 +72,15 @@ eval_workers = 1
 # 3M-parameter model's HumanEval pass@1 (zero) cannot show, exact match per language can.
 completion_positions = 1500
 completion_paths = [os.path.join(_corpus, "heldout-humaneval-x")]
-# The target is Vue line completion. Guarded: every HumanEval-X language's pass@1 and every
-# language's line-completion exact match (the default) AND edit similarity: a 3M-parameter
-# model finishes 0-5% of these lines exactly, so exact match alone is nearly blind to harm.
+# The target is Vue line completion. Guarded: every HumanEval-X language's pass@1, every
+# language's line-completion exact match and held-out log-likelihood (the default) AND edit
+# similarity: a 3M-parameter model finishes 0-10% of these lines exactly, so exact match
+# alone is nearly blind to harm; the likelihood of held-out code is not.
 # Tolerances: the `vue` policy's (2 points, 5 for Go and Rust).
 gate = [
     "vue",
     "target=completion:vue:exact_match",
     "delta=0.02",
-    "guarded=['humaneval:*','completion:*:exact_match','completion:*:edit_similarity']",
+    "guarded=['humaneval:*','completion:*:exact_match','completion:*:edit_similarity',"
+    "'completion:*:log_likelihood']",
 ]

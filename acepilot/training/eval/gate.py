@@ -15,7 +15,8 @@ The policy (`GatePolicy`, a small config file; see docs/evaluation.md):
   (absolute), and, with `require_significant_gain`, significantly (one-sided
   paired test at `alpha`);
 - no regression: a guarded metric "regresses" when it drops by more than
-  `epsilon` (per-metric overrides in `epsilon_per_metric`) AND the paired
+  `epsilon` (`log_likelihood_epsilon` for held-out log-likelihoods, in nats per
+  character; per-metric overrides in `epsilon_per_metric`) AND the paired
   one-sided test says the drop is real (p < alpha). A drop larger than epsilon
   that the test cannot tell from noise is reported as such and does not block;
   a large drop on few problems is a reason to evaluate more problems, and the
@@ -58,7 +59,7 @@ if TYPE_CHECKING:
 
 GATE_FILE = "gate.json"
 FORMAT = 2  # 2: records the production it was run against (format 1 gates cannot be promoted)
-GUARDED = ("humaneval:*", "completion:*:exact_match")
+GUARDED = ("humaneval:*", "completion:*:exact_match", "completion:*:log_likelihood")
 VERDICTS = ("improved", "no change", "drop within epsilon", "drop within noise", "regression")
 
 
@@ -69,6 +70,9 @@ class GatePolicy:
     require_significant_gain: bool = True  # the target's gain must also pass the paired test
     epsilon: float = 0.02  # largest tolerated absolute drop of a guarded metric
     epsilon_per_metric: dict = field(default_factory=dict)  # {"humaneval:rust": 0.05, ...}
+    # Largest tolerated drop of a held-out log-likelihood (nats per character; 0.03 is about
+    # 3% more perplexity per character) unless epsilon_per_metric names the metric.
+    log_likelihood_epsilon: float = 0.03
     guarded: list = field(default_factory=lambda: list(GUARDED))  # must not regress (fnmatch)
     required: list = field(default_factory=list)  # metrics that must be present on both sides
     test: str = "auto"  # "mcnemar", "bootstrap" or "auto" (McNemar for 0/1 scores)
@@ -82,7 +86,12 @@ class GatePolicy:
         every drop "within epsilon" (comparisons with NaN are false)."""
         if self.test not in ("auto", "mcnemar", "bootstrap"):
             raise ValueError(f"test must be auto, mcnemar or bootstrap, got {self.test!r}")
-        numbers = {"alpha": self.alpha, "epsilon": self.epsilon, "delta": self.delta}
+        numbers = {
+            "alpha": self.alpha,
+            "epsilon": self.epsilon,
+            "delta": self.delta,
+            "log_likelihood_epsilon": self.log_likelihood_epsilon,
+        }
         if not isinstance(self.epsilon_per_metric, dict):
             raise ValueError("epsilon_per_metric must be a dict of metric -> number")
         for metric, value in self.epsilon_per_metric.items():
@@ -100,7 +109,11 @@ class GatePolicy:
             raise ValueError("bootstrap_replicates must be in [1, 100000]")
 
     def epsilon_for(self, metric: str) -> float:
-        return float(self.epsilon_per_metric.get(metric, self.epsilon))
+        if metric in self.epsilon_per_metric:
+            return float(self.epsilon_per_metric[metric])
+        if metric.endswith(":log_likelihood"):
+            return float(self.log_likelihood_epsilon)
+        return float(self.epsilon)
 
     def is_guarded(self, metric: str) -> bool:
         return any(fnmatch.fnmatchcase(metric, pattern) for pattern in self.guarded)

@@ -8,9 +8,12 @@ and keeps every position's scores, as metrics
 
     completion:<language>:exact_match        completion:<language>:edit_similarity
     completion:domain:<domain>:exact_match   completion:domain:<domain>:edit_similarity
+    completion:<language>:log_likelihood     completion:domain:<domain>:log_likelihood
 
 Exact match is 0/1 (the gate pairs it with McNemar); edit similarity is
-continuous (paired bootstrap). Results are written to `completion.json` in the
+continuous (paired bootstrap), and so is the log-likelihood of held-out files
+(nats per character, one item per file; loglik.py says why the gate needs it).
+Results are written to `completion.json` in the
 model's evaluation directory and reused when the model files and the settings
 match. This is what makes a domain such as Vue, which HumanEval does not cover,
 a gate target: `target = "completion:vue:exact_match"`.
@@ -39,6 +42,8 @@ class CompletionSettings:
     seed: int = 0
     max_tokens: int = 48
     context_chars: int = 4000
+    loglik_files: int = 16  # per language, for the log-likelihood metric (loglik.py); 0 = off
+    loglik_chars: int = 1000  # characters read from the start of each of those files
 
     def key(self) -> str:
         record = asdict(self)
@@ -79,12 +84,19 @@ def evaluate_completion(
                 "edit_similarity": float(edit_similarity(prediction, task.target)),
             }
         )
+    loglik_items = []
+    if settings.loglik_files > 0:
+        from acepilot.training.eval.loglik import file_log_likelihoods, sample_files
+
+        chosen = sample_files(files, settings.loglik_files, settings.seed)
+        loglik_items = file_log_likelihoods(entry, chosen, settings.loglik_chars, progress=progress)
     result = {
         "kind": "completion",
         "settings": asdict(settings),
         "settings_key": settings.key(),
         "files": entry.files,
         "items": items,
+        "loglik_items": loglik_items,
     }
     out_dir.mkdir(parents=True, exist_ok=True)
     temp = path.with_suffix(".tmp")
@@ -94,12 +106,15 @@ def evaluate_completion(
 
 
 def completion_metrics(result: dict[str, Any]) -> dict[str, dict[str, float]]:
-    """Per-position scores grouped by language and by domain."""
+    """Per-position (and per-file log-likelihood) scores grouped by language and domain."""
     metrics: dict[str, dict[str, float]] = defaultdict(dict)
     for item in result["items"]:
         for group in (item["language"], f"domain:{item['domain']}"):
             for measure in ("exact_match", "edit_similarity"):
                 metrics[f"completion:{group}:{measure}"][item["id"]] = item[measure]
+    for item in result.get("loglik_items", []):
+        for group in (item["language"], f"domain:{item['domain']}"):
+            metrics[f"completion:{group}:log_likelihood"][item["id"]] = item["log_likelihood"]
     return dict(metrics)
 
 

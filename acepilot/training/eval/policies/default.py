@@ -12,8 +12,10 @@ require_significant_gain = True
 epsilon = 0.02
 # Per-metric tolerances, e.g. {"humaneval:rust": 0.05} for a language the team ignores.
 epsilon_per_metric: dict[str, float] = {}
+# Tolerated drop of held-out log-likelihood (nats per character; ~3% more perplexity).
+log_likelihood_epsilon = 0.03
 # Which metrics must not regress (fnmatch patterns).
-guarded = ["humaneval:*", "completion:*:exact_match"]
+guarded = ["humaneval:*", "completion:*:exact_match", "completion:*:log_likelihood"]
 # McNemar's exact test for pass/fail per problem (n = 1), paired bootstrap otherwise.
 test = "auto"
 alpha = 0.05
