@@ -73,10 +73,11 @@ def charts(rows: dict[str, dict[str, Any]], ppl: dict[str, dict[str, float]], ou
     fig.savefig(out / "vue-story-scores.png", dpi=80)
     plt.close(fig)
 
-    fig, axes = plt.subplots(1, 2, figsize=(9, 3.2))
-    for ax, measure, title in zip(
-        axes, ("exact_match", "edit_similarity"), ("exact match", "edit similarity"), strict=True
-    ):
+    panels = [("exact_match", "exact match"), ("edit_similarity", "edit similarity")]
+    if all(f"completion:{lang}:log_likelihood" in rows for lang in LANGUAGES):
+        panels.append(("log_likelihood", "log-likelihood, nats/char"))
+    fig, axes = plt.subplots(1, len(panels), figsize=(4.5 * len(panels), 3.2))
+    for ax, (measure, title) in zip(axes, panels, strict=True):
         found = [rows[f"completion:{lang}:{measure}"] for lang in LANGUAGES]
         diffs = np.array([r["difference"] for r in found])
         errors = np.array(
@@ -95,7 +96,8 @@ def charts(rows: dict[str, dict[str, Any]], ppl: dict[str, dict[str, float]], ou
         ]
         ax.bar(x, diffs, color=colors, yerr=errors, capsize=3)
         ax.axhline(0, color="black", linewidth=0.8)
-        ax.hlines(-0.02, -0.5, len(LANGUAGES) - 0.5, colors="gray", linestyles="dashed")
+        epsilon = max(r["epsilon"] for r in found)
+        ax.hlines(-epsilon, -0.5, len(LANGUAGES) - 0.5, colors="gray", linestyles="dashed")
         ax.set_xticks(x, LANGUAGES, rotation=30, ha="right")
         ax.set_title(f"fine-tune - base: {title} (95% interval)", fontsize=10)
     fig.tight_layout()

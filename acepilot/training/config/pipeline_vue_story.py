@@ -42,7 +42,7 @@ corpus = [
     "--eval_data=" + _humaneval,
 ]
 # A short fine-tune on one core (~10 minutes): 400 steps x 2 rows x 1,024 tokens = 819k
-# tokens, 55% of an epoch of the training packages and 40% of what the base was trained on,
+# tokens, 55% of an epoch of the training packages and 8% of what the base was trained on,
 # at a third of the base's peak learning rate: it moves the model as a real fine-tune does.
 finetune = [
     "--launcher=none",
