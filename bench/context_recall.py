@@ -86,32 +86,54 @@ class Position:
     definition: Definition
 
 
-def positions(index: WorkspaceIndex, per_repo: int, seed: int) -> list[Position]:
-    """Lines using a name defined once, at the top level, in another file of the repository."""
+def unique_definitions(index: WorkspaceIndex) -> dict[str, Definition]:
+    """Names defined exactly once in the repository, at the top level of a file."""
     unique: dict[str, Definition] = {}
     for name in index.names():
         found = index.definitions_named(name)
         top = [d for d in found if not d.parent]
         if len(found) == 1 and len(top) == 1 and not name.startswith("__") and len(name) > 2:
             unique[name] = top[0]
+    return unique
+
+
+def file_positions(
+    index: WorkspaceIndex,
+    rel: str,
+    unique: dict[str, Definition],
+    same_language: bool = False,
+) -> list[Position]:
+    """The lines of `rel` that use a name of `unique` defined in another file (not imports,
+    not comments; with `same_language`, only in a file of rel's language): the first such
+    name of each line."""
+    language = language_of(rel)
+    local = set(index.files[rel].definitions.names)
+    text = (index.root / rel).read_text(encoding="utf-8", errors="replace")
     out: list[Position] = []
-    for rel in sorted(index.files):
-        local = set(index.files[rel].definitions.names)
-        text = (index.root / rel).read_text(encoding="utf-8", errors="replace")
-        in_import = False
-        for number, line in enumerate(text.splitlines()):
-            stripped = line.strip()
-            if in_import:  # the names list of a multi-line import: not a use
-                in_import = not stripped.startswith(")") and not stripped.endswith(")")
+    in_import = False
+    for number, line in enumerate(text.splitlines()):
+        stripped = line.strip()
+        if in_import:  # the names list of a multi-line import: not a use
+            in_import = not stripped.startswith(")") and not stripped.endswith(")")
+            continue
+        if IMPORT_LINE.match(line) or stripped.startswith(("#", "//", "*", "/*")):
+            in_import = stripped.endswith("(")
+            continue
+        for word in identifiers(line):
+            defined = unique.get(word)
+            if defined is None or defined.path == rel or word in local:
                 continue
-            if IMPORT_LINE.match(line) or stripped.startswith(("#", "//", "*", "/*")):
-                in_import = stripped.endswith("(")
+            if same_language and language_of(defined.path) != language:
                 continue
-            for word in identifiers(line):
-                defined = unique.get(word)
-                if defined is not None and defined.path != rel and word not in local:
-                    out.append(Position(rel, number, word, defined))
-                    break
+            out.append(Position(rel, number, word, defined))
+            break
+    return out
+
+
+def positions(index: WorkspaceIndex, per_repo: int, seed: int) -> list[Position]:
+    """Lines using a name defined once, at the top level, in another file of the repository."""
+    unique = unique_definitions(index)
+    out = [p for rel in sorted(index.files) for p in file_positions(index, rel, unique)]
     random.Random(seed).shuffle(out)
     return out[:per_repo]
 

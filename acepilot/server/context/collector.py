@@ -16,7 +16,8 @@ which the budget is offered:
   open_tab             windows of other open documents most similar to the lines around the cursor
 
 Each source gets a share of the budget (SHARES, set from the recall benchmark in
-docs/context.md); what a source leaves unused flows to the next. Every new file
+docs/context.md); what a source leaves unused flows to the next, and what is still
+unused at the end is offered to every source again, in order. Every new file
 also pays for its path header. Definitions enter as signatures; what is left
 then widens them, in priority order, to signature + docstring + members, then
 to their body (signatures first, bodies when the budget allows).
@@ -175,23 +176,18 @@ class ContextCollector:
         spent = carry = 0
         for kind in self.kinds:
             allowance = int(budget * self.shares.get(kind, 0.0) / total_share) + carry
-            used = misfits = 0
-            candidates: Iterator[Candidate] = getattr(self.sources, kind)(request)
-            for candidate in candidates:
-                if _overlaps(chosen, candidate, candidate.end_line):
-                    continue
-                cost = count(candidate.text)
-                extra = count(header(candidate.path)) if candidate.path not in headers else 0
-                if cost + extra > allowance - used or spent + cost + extra > budget:
-                    misfits += 1
-                    if misfits >= MAX_MISFITS or allowance - used < 8:
-                        break
-                    continue
-                chosen.append((candidate, cost))
-                headers.add(candidate.path)
-                used += cost + extra
-                spent += cost + extra
+            used = self._take(kind, request, allowance, budget - spent, chosen, headers, count)
+            spent += used
             carry = allowance - used
+        # What the shares left unused (nothing edited or viewed yet, no open tabs) goes back to
+        # the sources in order before definitions are widened: left to the widening, it cost
+        # 3-7 points of identifier recall (bench/context_history.py, docs/context.md).
+        for kind in self.kinds:
+            if budget - spent < 8:
+                break
+            spent += self._take(
+                kind, request, budget - spent, budget - spent, chosen, headers, count
+            )
         left = budget - spent
         for step in ("summary", "body"):
             chosen, left = self._widen(request, chosen, left, count, step)
@@ -208,6 +204,35 @@ class ContextCollector:
             for c, tokens in chosen
         ]
         return sorted(result, key=lambda c: (c.path, c.start_line, c.kind))
+
+    def _take(
+        self,
+        kind: str,
+        request: Request,
+        allowance: int,
+        room: int,
+        chosen: list[tuple[Candidate, int]],
+        headers: set[str],
+        count: CountTokens,
+    ) -> int:
+        """Add `kind`'s best candidates that fit `allowance` (and `room`, what the whole
+        budget has left) to `chosen`, skipping what overlaps a chosen chunk; tokens used."""
+        used = misfits = 0
+        candidates: Iterator[Candidate] = getattr(self.sources, kind)(request)
+        for candidate in candidates:
+            if _overlaps(chosen, candidate, candidate.end_line):
+                continue
+            cost = count(candidate.text)
+            extra = count(header(candidate.path)) if candidate.path not in headers else 0
+            if cost + extra > min(allowance, room) - used:
+                misfits += 1
+                if misfits >= MAX_MISFITS or allowance - used < 8:
+                    break
+                continue
+            chosen.append((candidate, cost))
+            headers.add(candidate.path)
+            used += cost + extra
+        return used
 
     def _widen(
         self,
