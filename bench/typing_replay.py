@@ -2,7 +2,8 @@
 
 Why one module over 600 lines: a benchmark is one script a user runs as
 `python bench/typing_replay.py`; the typist, the LSP client and the report
-share one command line (bench/fim_order.py reuses its parts by import).
+share one command line (bench/fim_order.py and bench/infill_replay.py reuse
+its parts by import).
 
 What it does, per mode (one fresh `acepilot serve` process each, driven by
 pygls' LanguageClient over stdio; the workspace folder is the standard
@@ -61,7 +62,7 @@ import sysconfig
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from lsprotocol import types
 from pygls.lsp.client import LanguageClient
@@ -317,47 +318,10 @@ class Bench:
 
     async def type_session(self, tasks: list[Task], seed: int) -> float:
         """Replay the tasks until `--duration` seconds have passed; returns seconds typed."""
-        rng = random.Random(seed)
-        debounce = self.args.debounce_ms / 1000
-        started = time.monotonic()
-        versions: dict[str, int] = {}
-        pending: tuple[str, asyncio.Future[Any], float] | None = None
-        for task in tasks:
-            uri = task.path.as_uri()
-            if uri not in versions:
-                versions[uri] = 1
-                self.open(uri, task.path.read_text(encoding="utf-8"), 1)
-            versions[uri] += 1
-            self.edit(uri, versions[uri], task.head_end, task.body_end, "")  # delete the body
-            keys = keystrokes(task, rng)
-            for index, key in enumerate(keys):
-                if time.monotonic() - started > self.args.duration:
-                    break
-                await asyncio.sleep(key.gap if index else 0.3)
-                if pending is not None and not pending[1].done():
-                    self.cancel(pending[0])
-                pending = None
-                versions[uri] += 1
-                self.edit(
-                    uri, versions[uri], (key.line, key.column), (key.line, key.column), key.text
-                )
-                self.measures.typed += 1
-                following = keys[index + 1].gap if index + 1 < len(keys) else 2.0
-                if following > debounce:
-                    # VS Code asks once typing pauses for its debounce.
-                    await asyncio.sleep(debounce)
-                    last = key.text.split("\n")
-                    line = key.line + len(last) - 1
-                    column = (key.column if len(last) == 1 else 0) + len(last[-1])
-                    pending = self.request(uri, line, column)
-            else:
-                await asyncio.sleep(1.5)  # the function is done: a last look
-                continue
-            break
-        if pending is not None and not pending[1].done():
-            self.cancel(pending[0])
-        await asyncio.sleep(0.5)
-        return time.monotonic() - started
+        patient = getattr(self.args, "patient", None)  # bench/fim_order.py's args have none
+        return await type_session(
+            self, tasks, seed, self.args.duration, self.args.debounce_ms, patient
+        )
 
     async def overhead(self, requests: int) -> dict[str, Any]:
         """Server overhead at the middle of a 5,000-line document (one model token each)."""
@@ -384,6 +348,90 @@ class Bench:
             _, future, _ = self.request(uri, line, column)
             await asyncio.wait_for(future, 120)
         return await self.stats()
+
+
+class Editor(Protocol):
+    """What the typist drives: an editor's view of a completion backend.
+
+    Bench (the language server over LSP) and bench/infill_replay.py's llama.vscode
+    client (llama-server's /infill over HTTP) both implement it, so both get the same
+    keystrokes at the same times.
+    """
+
+    @property
+    def measures(self) -> Measures: ...
+
+    def open(self, uri: str, text: str, version: int) -> None: ...
+
+    def edit(
+        self, uri: str, version: int, start: tuple[int, int], end: tuple[int, int], text: str
+    ) -> None: ...
+
+    def request(
+        self, uri: str, line: int, column: int
+    ) -> tuple[str, asyncio.Future[Any], float]: ...
+
+    def cancel(self, msg_id: str) -> None: ...
+
+
+async def type_session(
+    editor: Editor,
+    tasks: list[Task],
+    seed: int,
+    duration: float,
+    debounce_ms: int,
+    patient_s: float | None = None,
+) -> float:
+    """Replay the tasks until `duration` seconds have passed; returns seconds typed.
+
+    `patient_s`: at every pause of at least that many seconds the typist reads the
+    completion: it waits for the answer (at most 60 s) before the pause starts. Where
+    no backend answers between keystrokes, this still measures what one costs while
+    the document and the caches are in the state typing left them (bench/infill_replay.py).
+    """
+    rng = random.Random(seed)
+    debounce = debounce_ms / 1000
+    started = time.monotonic()
+    versions: dict[str, int] = {}
+    pending: tuple[str, asyncio.Future[Any], float] | None = None
+    for task in tasks:
+        uri = task.path.as_uri()
+        if uri not in versions:
+            versions[uri] = 1
+            editor.open(uri, task.path.read_text(encoding="utf-8"), 1)
+        versions[uri] += 1
+        editor.edit(uri, versions[uri], task.head_end, task.body_end, "")  # delete the body
+        keys = keystrokes(task, rng)
+        for index, key in enumerate(keys):
+            if time.monotonic() - started > duration:
+                break
+            await asyncio.sleep(key.gap if index else 0.3)
+            if pending is not None and not pending[1].done():
+                editor.cancel(pending[0])
+            pending = None
+            versions[uri] += 1
+            editor.edit(
+                uri, versions[uri], (key.line, key.column), (key.line, key.column), key.text
+            )
+            editor.measures.typed += 1
+            following = keys[index + 1].gap if index + 1 < len(keys) else 2.0
+            if following > debounce:
+                # VS Code asks once typing pauses for its debounce.
+                await asyncio.sleep(debounce)
+                last = key.text.split("\n")
+                line = key.line + len(last) - 1
+                column = (key.column if len(last) == 1 else 0) + len(last[-1])
+                pending = editor.request(uri, line, column)
+                if patient_s is not None and following >= patient_s:
+                    await asyncio.wait({pending[1]}, timeout=60)
+        else:
+            await asyncio.sleep(1.5)  # the function is done: a last look
+            continue
+        break
+    if pending is not None and not pending[1].done():
+        editor.cancel(pending[0])
+    await asyncio.sleep(0.5)
+    return time.monotonic() - started
 
 
 def big_document() -> str:
@@ -642,6 +690,12 @@ def main() -> int:
         type=int,
         default=40,
         help=f"requests for the overhead measure on a {OVERHEAD_LINES}-line document (0: skip)",
+    )
+    parser.add_argument(
+        "--patient",
+        type=float,
+        metavar="SECONDS",
+        help="wait for the answer at every pause of at least SECONDS (see type_session)",
     )
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument(

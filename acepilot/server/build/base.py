@@ -17,8 +17,9 @@ unfused pattern:
 
 A family (`families/*.py`) subclasses `DecoderGraphBuilder` and says where its
 tensors are and how its attention input is packed. Weights are float32 or
-float16; `quantize.py` turns MatMuls into MatMulNBits afterwards. The graph's
-inputs and outputs: docs/model-format.md.
+float16; `quantize.py` turns MatMuls into MatMulNBits afterwards, and the
+embedding's float Gather into a GatherBlockQuantized (`embedding.py`). The
+graph's inputs and outputs: docs/model-format.md.
 """
 
 from __future__ import annotations

@@ -16,10 +16,16 @@ from acepilot.server.errors import BuildError
 
 log = logging.getLogger(__name__)
 
-EXTERNAL_DATA_BYTES = 1_800_000_000  # protobuf's 2 GB limit, with headroom
+# Weights above this go to model.onnx.data. Protobuf cannot hold 2 GB; and onnxruntime loads
+# an inline graph by parsing it whole first: a 252 MB int4 graph peaked 157 MB higher inline
+# (docs/benchmarks.md, "Where the memory goes"). Small graphs (the test models, the shipped
+# default) stay one file.
+EXTERNAL_DATA_BYTES = 64 << 20
 # Every op the fused graph may contain; anything else means a pattern was left unfused.
 FUSED_OPS = {
     "Gather",
+    "GatherBlockQuantized",  # the embedding of int8/int4 builds (embedding.py)
+    "Reshape",  # its view of a tied lm_head's packed weight, folded at load
     "LayerNormalization",
     "SkipLayerNormalization",
     "SimplifiedLayerNormalization",
@@ -82,10 +88,12 @@ def check_fused(graph: onnx.ModelProto, shape: KVLayout) -> dict[str, int]:
     return dict(sorted(counts.items()))
 
 
-def save_graph(graph: onnx.ModelProto, path: Path) -> list[str]:
-    """Inline weights when they fit protobuf's limit, one external data file otherwise."""
+def save_graph(
+    graph: onnx.ModelProto, path: Path, external_above: int = EXTERNAL_DATA_BYTES
+) -> list[str]:
+    """Inline weights up to `external_above` bytes, one external data file beyond."""
     weight_bytes = sum(len(t.raw_data) for t in graph.graph.initializer)
-    if weight_bytes < EXTERNAL_DATA_BYTES:
+    if weight_bytes <= external_above:
         onnx.save_model(graph, path)
         return [path.name]
     data_name = path.name + ".data"

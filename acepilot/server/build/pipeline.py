@@ -19,7 +19,7 @@ from acepilot.server.build.families import family_for
 from acepilot.server.build.graph_io import GraphStepper, check_fused, save_graph
 from acepilot.server.build.kv_cache import calibrate_kv_scales, quantize_kv_cache, resolve_kv_cache
 from acepilot.server.build.parity import ParityReport, check_parity
-from acepilot.server.build.quantize import quantization_settings, quantize_matmuls
+from acepilot.server.build.quantize import quantization_settings, quantize_weights
 from acepilot.server.build.shape import ModelShape
 from acepilot.server.build.tokenizer import check_vocab, fim_from_vocab, load_tokenizer
 from acepilot.server.errors import BuildError
@@ -85,9 +85,10 @@ def build_model(
     dtype = graph_dtype(precision, device)
     graph = family(shape, weights, dtype).make_model()
     del weights
+    embedding = None
     if precision in ("int8", "int4"):
         steps.set_postfix_str(f"quantize {precision}")
-        graph = quantize_matmuls(graph, precision, device)
+        graph, embedding = quantize_weights(graph, precision, device)
     kv_quantization = None
     if kv_dtype == "int8":
         steps.set_postfix_str("calibrate int8 KV cache")
@@ -127,6 +128,8 @@ def build_model(
         manifest["graph"]["op_counts"] = op_counts
         if precision in ("int8", "int4"):
             manifest["graph"]["weights"] = quantization_settings(precision, device)
+        if embedding is not None:
+            manifest["graph"]["embedding"] = embedding
         if kv_quantization is not None:
             manifest["graph"]["kv_quantization"] = kv_quantization
         manifest["graph"]["files"] = files

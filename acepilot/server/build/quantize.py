@@ -11,14 +11,20 @@ bytes read. Measured on the 350M shapes on this project's 2-core machine,
 MatMulNBits per decode step: 8.9 ms at block 32, 7.3 at 64, 6.4 at 128; on
 the trained test model both block sizes pass the int4 parity gate with
 similar margins (docs/parity.md).
+
+`quantize_weights` also turns the input embedding's float Gather into a
+GatherBlockQuantized at the same bits and block size (embedding.py), sharing
+the lm_head's packed weights when the model ties them.
 """
 
 from __future__ import annotations
 
 import logging
+from typing import Any
 
 import onnx
 
+from acepilot.server.build.embedding import lm_head_ties_embedding, quantize_embedding
 from acepilot.server.errors import BuildError
 
 BLOCK_SIZES = {"int4": 128, "int8": 32}
@@ -32,6 +38,16 @@ def quantization_settings(precision: str, device: str) -> dict[str, int]:
         "block_size": BLOCK_SIZES[precision],
         "accuracy_level": 4 if device == "cpu" else 0,
     }
+
+
+def quantize_weights(
+    model: onnx.ModelProto, precision: str, device: str
+) -> tuple[onnx.ModelProto, dict[str, Any]]:
+    """Every MatMul into MatMulNBits and the embedding into GatherBlockQuantized; returns
+    the model and the manifest's record of the embedding."""
+    tied = lm_head_ties_embedding(model)  # before the float lm_head weight is replaced
+    model = quantize_matmuls(model, precision, device)
+    return quantize_embedding(model, BITS[precision], BLOCK_SIZES[precision], tied)
 
 
 def quantize_matmuls(model: onnx.ModelProto, precision: str, device: str) -> onnx.ModelProto:

@@ -223,7 +223,10 @@ def previous_model(entry: ModelEntry) -> ModelEntry | None:
         previous = load_shipped()
     except (OSError, RegistryError, ValueError):
         return None
-    same = previous.files.get("model.onnx") == entry.files.get("model.onnx")
+    same = all(  # the graph and, where a build has them, its external weights
+        previous.files.get(name) == entry.files.get(name)
+        for name in ("model.onnx", "model.onnx.data")
+    )
     return None if same else previous
 
 

@@ -173,3 +173,24 @@ def test_missing_weight_names_the_tensor() -> None:
     weights = {k: v.numpy() for k, v in model.state_dict().items() if "fc_in.weight" not in k}
     with pytest.raises(BuildError, match=r"fc_in\.weight"):
         CodeGenGraphBuilder(shape, weights).make_model()
+
+
+def test_weights_beyond_the_threshold_go_to_one_external_file(tmp_path) -> None:
+    """Above the threshold the weights leave the protobuf (onnxruntime then skips parsing
+    them out of it at load); the graph computes the same logits either way."""
+    graph, shape = build(random_codegen())
+    inline, external = tmp_path / "inline", tmp_path / "external"
+    inline.mkdir()
+    external.mkdir()
+    assert save_graph(graph, inline / "model.onnx") == ["model.onnx"]
+    assert save_graph(graph, external / "model.onnx", external_above=0) == [
+        "model.onnx",
+        "model.onnx.data",
+    ]
+    assert (external / "model.onnx").stat().st_size < (inline / "model.onnx").stat().st_size / 10
+    tokens = [5, 17, 42, 7]
+    outputs = []
+    for folder in (inline, external):
+        step = GraphStepper(folder / "model.onnx", shape, "float32", "cpu")
+        outputs.append(np.stack([step([token], position) for position, token in enumerate(tokens)]))
+    assert np.array_equal(outputs[0], outputs[1])

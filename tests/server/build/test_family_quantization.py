@@ -49,12 +49,13 @@ def test_rotary_pairs_share_a_scale_the_family_way(family_checkpoints, name) -> 
     assert len(k_scales) == len(v_scales) == shape.num_layers
 
 
-# int4 weights (with the CPU default int8 KV cache) and the int8 KV cache alone on fp32
-# weights, for every family; int8 weights once (they are not family-specific).
+# int4 and int8 weights (with the CPU default int8 KV cache; the embedding quantized too,
+# shared with the lm_head where tied) and the int8 KV cache alone on fp32 weights, for
+# every family.
 CASES = (
     [(name, "int4", "auto") for name in TRAINED]
+    + [(name, "int8", "auto") for name in TRAINED]
     + [(name, "fp32", "int8") for name in TRAINED]
-    + [("qwen2.5-coder-0.5b", "int8", "auto")]
 )
 
 
