@@ -117,6 +117,14 @@ def feed(recent: RecentChunks, repo: Path, commit: str, edits: list[Hunk]) -> No
                 recent.note(hunk.path, text, line, "recent_edit")
 
 
+def ring(repo: Path, earlier: list[str], changes: dict[str, list[Hunk]]) -> RecentChunks:
+    """The ring buffer after typing through the hunks of the `earlier` commits, oldest first."""
+    recent = RecentChunks()
+    for commit in earlier:
+        feed(recent, repo, commit, changes[commit])
+    return recent
+
+
 def hit(chunks: list, position: Position, definition_line: str) -> bool:
     return any(
         c.path == position.definition.path and definition_line in c.text.splitlines()
@@ -144,6 +152,7 @@ def measure(repo: Path, count: int, previous: int) -> tuple[dict[tuple[str, int]
                 for p in file_positions(index, rel, unique, same_language=True)
                 if (p.path, p.line) in new_lines
             ][:PER_COMMIT]
+            history = ring(repo, order[at - previous : at], changes)  # the same for each position
             for position in found:
                 total += 1
                 source = (root / position.path).read_text(encoding="utf-8", errors="replace")
@@ -153,12 +162,7 @@ def measure(repo: Path, count: int, previous: int) -> tuple[dict[tuple[str, int]
                 )
                 definition_line = defining.splitlines()[position.definition.start_line]
                 language = language_of(position.path)
-                history = RecentChunks()
-                for earlier in order[at - previous : at]:
-                    feed(history, repo, earlier, changes[earlier])
-                with_commit = RecentChunks()
-                for earlier in order[at - previous : at]:
-                    feed(with_commit, repo, earlier, changes[earlier])
+                with_commit = ring(repo, order[at - previous : at], changes)
                 feed(with_commit, repo, commit, [h for h in added if h.path != position.path])
                 setups = {
                     "recent edits alone: history": ContextCollector(

@@ -220,20 +220,12 @@ class InfillMeasures(replay.Measures):
     timings: list[dict[str, Any]] = field(default_factory=list)  # llama-server's, per answer
 
 
-class LlamaVscode:
-    """An editor with llama.vscode's completion provider, against one llama-server."""
+class DocumentMirror:
+    """The open documents as lists of lines, kept from the typist's open/edit calls (the
+    client side of an editor: llama.vscode reads its windows from them)."""
 
-    def __init__(self, url: str, settings: VscodeSettings) -> None:
-        self.url = url
-        self.settings = settings
-        self.http = httpx.AsyncClient(timeout=600)
+    def __init__(self) -> None:
         self.documents: dict[str, list[str]] = {}
-        self.measures: InfillMeasures = InfillMeasures()
-        self.cache = ResultCache()
-        self.cancelled: set[str] = set()
-        self.in_progress = False
-        self.tasks: list[asyncio.Task[Any]] = []
-        self._ids = 0
 
     def open(self, uri: str, text: str, version: int) -> None:
         self.documents[uri] = text.split("\n")
@@ -242,6 +234,22 @@ class LlamaVscode:
         self, uri: str, version: int, start: tuple[int, int], end: tuple[int, int], text: str
     ) -> None:
         apply_edit(self.documents[uri], start, end, text)
+
+
+class LlamaVscode(DocumentMirror):
+    """An editor with llama.vscode's completion provider, against one llama-server."""
+
+    def __init__(self, url: str, settings: VscodeSettings) -> None:
+        super().__init__()
+        self.url = url
+        self.settings = settings
+        self.http = httpx.AsyncClient(timeout=600)
+        self.measures: InfillMeasures = InfillMeasures()
+        self.cache = ResultCache()
+        self.cancelled: set[str] = set()
+        self.in_progress = False
+        self.tasks: list[asyncio.Task[Any]] = []
+        self._ids = 0
 
     def request(self, uri: str, line: int, column: int) -> tuple[str, asyncio.Future[Any], float]:
         self._ids += 1

@@ -1,5 +1,9 @@
 """Team-server load benchmark (not a test): simulated developers typing against one server.
 
+Why one file over 600 lines: a benchmark script a reader runs and reads alone — the load,
+the attack measurement and the graph's own scaling that the results are judged against —
+kept in one file like the other bench/ scripts.
+
 Each simulated developer replays a typing session on a real source file: the
 prompt is the file from a fixed start up to the cursor, the cursor advances a
 few characters per keystroke burst, one completion request is sent (and

@@ -16,6 +16,7 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # the repository's `bench`
 
 from bench.infill_replay import (
+    DocumentMirror,
     Infill,
     ResultCache,
     VscodeSettings,
@@ -133,24 +134,16 @@ def test_apply_edit_inserts_replaces_and_joins_lines() -> None:
 # ---- the typist (bench/typing_replay.py's type_session) against a recording editor ----
 
 
-class RecordingEditor:
+class RecordingEditor(DocumentMirror):
     """Keeps the documents as the llama.vscode client does; answers after `answer_s`
     (None: never), so the typist's cancel-at-next-keystroke logic can be counted."""
 
     def __init__(self, answer_s: float | None) -> None:
+        super().__init__()
         self.measures = Measures()
-        self.documents: dict[str, list[str]] = {}
         self.answer_s = answer_s
         self.requests: list[tuple[str, int, int, str]] = []
         self.cancelled: list[str] = []
-
-    def open(self, uri: str, text: str, version: int) -> None:
-        self.documents[uri] = text.split("\n")
-
-    def edit(
-        self, uri: str, version: int, start: tuple[int, int], end: tuple[int, int], text: str
-    ) -> None:
-        apply_edit(self.documents[uri], start, end, text)
 
     def request(self, uri: str, line: int, column: int) -> tuple[str, asyncio.Future[Any], float]:
         msg_id = f"r{len(self.requests)}"
